@@ -1,0 +1,103 @@
+"""The one interface every loss balancer implements.
+
+A balancer owns the task weights w(t) of the total loss L(t) = sum_i w_i(t) L_i(t) (paper §3).
+The training loop calls, once per step::
+
+    info = balancer.backward(losses, shared_params)   # fills .grad of the network
+    optimizer.step()
+    balancer.step()                                   # updates w(t) -> w(t+1)
+
+so a new balancer is one file that subclasses :class:`Balancer` (plus a yaml in ``conf/balancer``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from gradnorm import distributed
+
+
+class Balancer(nn.Module):
+    """Base class: equal weights unless a subclass says otherwise.
+
+    Subclasses override :attr:`weights` and, where they learn, :meth:`backward` and :meth:`step`.
+    All state that a resumed run needs must live in ``state_dict()`` (parameters, buffers, or
+    :meth:`get_extra_state`).
+    """
+
+    def __init__(self, num_tasks: int):
+        super().__init__()
+        self.num_tasks = check_num_tasks(num_tasks)
+
+    @property
+    def weights(self) -> Tensor:
+        """The current task weights w(t), a detached 1-D tensor of length T."""
+        return torch.ones(self.num_tasks)
+
+    def backward(
+        self,
+        losses: Tensor,
+        shared_params: Sequence[Tensor] = (),
+        features: Sequence[Tensor] | None = None,
+    ) -> dict[str, float]:
+        """Accumulate the gradient of sum_i w_i L_i into the network's ``.grad``.
+
+        Args:
+            losses: the T task losses, a 1-D tensor still attached to the graph.
+            shared_params: parameters of the last shared layer (GradNorm's W).
+            features: optional per-task views of the last shared representation, one per task, as
+                fed to the task heads (see ``gradnorm.models.MultiTaskModel``). Balancers may use them
+                to avoid extra backward passes; results never depend on whether they are given.
+
+        Returns:
+            Scalars worth logging (may be empty).
+        """
+        losses = self._check_losses(losses)
+        weights = self.weights.to(device=losses.device, dtype=losses.dtype)
+        (weights * losses).sum().backward()
+        return {}
+
+    def step(self) -> None:
+        """Update the balancer's own state after the network's optimiser step. Default: nothing."""
+
+    # -- helpers for subclasses -------------------------------------------------------------------
+    def _check_losses(self, losses: Tensor) -> Tensor:
+        if losses.dim() != 1 or losses.numel() != self.num_tasks:
+            raise ValueError(
+                f"{type(self).__name__} expects a 1-D tensor of {self.num_tasks} task losses, "
+                f"got shape {tuple(losses.shape)}"
+            )
+        return losses
+
+    @staticmethod
+    def _global_mean(t: Tensor) -> Tensor:
+        """Mean of ``t`` over data-parallel processes (identity in a single process)."""
+        return distributed.all_reduce_mean(t)
+
+    def extra_repr(self) -> str:
+        return f"num_tasks={self.num_tasks}"
+
+
+def check_num_tasks(num_tasks) -> int:
+    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
+        raise ValueError(f"num_tasks must be a positive integer, got {num_tasks!r}")
+    return num_tasks
+
+
+def as_float(value, name: str, *, minimum: float | None = None, strict: bool = False) -> float:
+    """Convert a config value to float with an error that names it and what is allowed."""
+    allowed = "a number" if minimum is None else f"a number {'>' if strict else '>='} {minimum:g}"
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}") from None
+    if out != out or out in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    if minimum is not None and (out < minimum or (strict and out == minimum)):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return out

@@ -1,0 +1,65 @@
+"""Uncertainty weighting (Kendall, Gal and Cipolla, 2017), the paper's baseline (PAPER.md §4).
+
+Kendall et al. weight a regression loss by 1/(2σ_i²) and add log σ_i. With s_i = log σ_i² and the
+objective scaled by 2 (so that the weights start at 1, like every other balancer here):
+
+    L_unc = Σ_i exp(−s_i) · L_i + s_i,     weights w_i = exp(−s_i),   s_i(0) = 0.
+
+The s_i are learned by their own optimiser (the paper: learning rate 0.025) on ∂L_unc/∂s_i =
+1 − exp(−s_i) L_i, whose fixed point is w_i = 1/L_i. The network receives ∇ Σ_i w_i L_i, exactly
+as with any balancer. Classification losses use the same form (Kendall's 1/σ² for softmax
+likelihoods differs only by the constant factor absorbed here).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from gradnorm.balancers.base import Balancer
+
+
+class Uncertainty(Balancer):
+    """Homoscedastic-uncertainty task weights w_i = exp(−s_i), s_i learned with the network."""
+
+    def __init__(
+        self,
+        num_tasks: int,
+        optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] = functools.partial(
+            torch.optim.Adam, lr=0.025
+        ),
+    ):
+        super().__init__(num_tasks)
+        self.log_variances = nn.Parameter(torch.zeros(num_tasks))
+        self.optimizer = optimizer([self.log_variances])
+        self._grad: Tensor | None = None
+
+    @property
+    def weights(self) -> Tensor:
+        return torch.exp(-self.log_variances.detach())
+
+    def backward(self, losses, shared_params=(), features=None):
+        losses = self._check_losses(losses)
+        w = self.weights.to(device=losses.device, dtype=losses.dtype)
+        (w * losses).sum().backward()
+        # ∂L_unc/∂s_i = 1 − w_i L_i, on the global batch when data-parallel.
+        mean_losses = self._global_mean(losses.detach())
+        self._grad = 1.0 - w * mean_losses
+        return {"uncertainty/objective": float((w * mean_losses).sum() + self.log_variances.sum())}
+
+    def step(self) -> None:
+        if self._grad is None:
+            return
+        self.log_variances.grad = self._grad.to(self.log_variances)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._grad = None
+
+    def get_extra_state(self):
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def set_extra_state(self, state) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])

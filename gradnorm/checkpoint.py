@@ -1,0 +1,57 @@
+"""Loading checkpoints safely and refusing to resume a run under a different config."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from gradnorm.config import ConfigError
+
+#: Keys that may differ between a run and its resumption (they do not change the training).
+RESUMABLE_CHANGES = ("trainer.resume", "trainer.max_steps", "trainer.progress", "trainer.device",
+                     "trainer.checkpoint_every", "logger")
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """``torch.load(weights_only=True)``: tensors and plain containers only, no code."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"cannot resume: no checkpoint at {path} (set trainer.checkpoint_every>0 in the run)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"cannot resume: checkpoint {path} is unreadable ({reason})") from None
+    required = {"model", "optimizer", "balancer", "step", "history", "config"}
+    if not isinstance(state, dict) or not required <= set(state):
+        raise ConfigError(f"cannot resume: {path} is not a gradnorm-repro checkpoint")
+    return state
+
+
+def check_resume_config(saved_yaml: str, cfg: DictConfig) -> None:
+    """The resumed config must equal the saved one except for :data:`RESUMABLE_CHANGES`."""
+    saved = _flatten(OmegaConf.to_container(OmegaConf.create(saved_yaml), resolve=False))
+    current = _flatten(OmegaConf.to_container(cfg, resolve=False))
+    changed = sorted(
+        key for key in set(saved) | set(current)
+        if saved.get(key) != current.get(key)
+        and not any(key == k or key.startswith(k + ".") for k in RESUMABLE_CHANGES)
+    )
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:4])
+        more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
+        raise ConfigError(f"cannot resume with a different config: {details}{more}")
+
+
+def _flatten(tree, prefix: str = "") -> dict:
+    out = {}
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+        out[prefix[:-1]] = tree
+    return out

@@ -1,0 +1,94 @@
+"""Checks of the composed config: a bad value becomes one clear error line, never a traceback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import DictConfig
+
+from gradnorm.balancers.base import as_float
+
+
+class ConfigError(ValueError):
+    """A config value is not allowed. The message names the key, the value and what is allowed."""
+
+
+def positive_int(value, name: str, *, allow_zero: bool = False) -> int:
+    allowed = "a non-negative integer" if allow_zero else "a positive integer"
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be {allowed}, got {value!r}") from None
+    if not isinstance(value, int) or value < (0 if allow_zero else 1):
+        raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+    return value
+
+
+def choice(value, name: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """The trainer group, validated (conf/trainer/default.yaml documents each key)."""
+
+    max_steps: int
+    batch_size: int
+    eval_every: int
+    eval_batch_size: int
+    log_every: int
+    checkpoint_every: int
+    device: str
+    precision: str
+    channels_last: bool | str
+    cudnn_benchmark: bool
+    nan_policy: str
+    progress: bool
+    resume: str | None
+    ddp_backend: str | None = None
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> TrainerSettings:
+        device = str(cfg.get("device", "auto"))
+        if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+            raise ConfigError(f"trainer.device must be one of auto, cpu, cuda (or cuda:N); got {device!r}")
+        resume = cfg.get("resume")
+        return cls(
+            max_steps=positive_int(cfg.max_steps, "trainer.max_steps", allow_zero=True),
+            batch_size=positive_int(cfg.batch_size, "trainer.batch_size"),
+            eval_every=positive_int(cfg.eval_every, "trainer.eval_every"),
+            eval_batch_size=positive_int(cfg.get("eval_batch_size", cfg.batch_size), "trainer.eval_batch_size"),
+            log_every=positive_int(cfg.get("log_every", 1), "trainer.log_every"),
+            checkpoint_every=positive_int(cfg.get("checkpoint_every", 0), "trainer.checkpoint_every", allow_zero=True),
+            device=device,
+            precision=choice(str(cfg.get("precision", "auto")), "trainer.precision", ("auto", "32", "bf16", "16")),
+            channels_last=cfg.get("channels_last", "auto"),
+            cudnn_benchmark=bool(cfg.get("cudnn_benchmark", True)),
+            nan_policy=choice(str(cfg.get("nan_policy", "fail")), "trainer.nan_policy", ("fail", "skip")),
+            progress=bool(cfg.get("progress", True)),
+            resume=None if resume in (None, "") else str(resume),
+            ddp_backend=cfg.get("ddp_backend"),
+        )
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Checks of top-level keys; group objects check their own arguments when built."""
+    if cfg.get("alpha") is not None:
+        try:
+            as_float(cfg.alpha, "alpha", minimum=0.0)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    seed = cfg.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    tasks = cfg.get("tasks")
+    if tasks is not None and (isinstance(tasks, str) or len(tasks) == 0):
+        raise ConfigError(f"tasks must be a non-empty list of task names, e.g. tasks=[depth], got {tasks!r}")
+    TrainerSettings.from_config(cfg.trainer)

@@ -1,0 +1,78 @@
+"""Experiment loggers: W&B (offline by default) or none. Only the main process logs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class Logger:
+    """Does nothing; ``logger=none``."""
+
+    def start(self, config: dict, run_dir: Path, name: str | None = None) -> None:
+        pass
+
+    def log(self, scalars: dict[str, float], step: int) -> None:
+        pass
+
+    def log_summary(self, summary: dict) -> None:
+        pass
+
+    def log_artifact_files(self, files: dict[str, Path]) -> None:
+        """Log finished figures or tables (name -> file)."""
+
+    def finish(self, exit_code: int = 0) -> None:
+        pass
+
+
+class WandbLogger(Logger):
+    """Weights & Biases. ``mode=offline`` (default) writes runs under ``dir``/wandb for ``wandb sync``.
+
+    Args:
+        project, entity, group, tags, name: W&B run metadata. Runs of one sweep share ``group``.
+        mode: ``offline`` (default), ``online`` (only when the user asks) or ``disabled``.
+        dir: where the ``wandb/`` folder goes (default: the current directory).
+    """
+
+    def __init__(self, project: str = "gradnorm-repro", entity: str | None = None, group: str | None = None,
+                 tags=(), name: str | None = None, mode: str = "offline", dir: str | None = None):
+        if mode not in ("offline", "online", "disabled"):
+            raise ValueError(f"logger.mode must be offline, online or disabled, got {mode!r}")
+        self.kwargs = dict(project=project, entity=entity, group=group, tags=[str(t) for t in tags or []],
+                           name=name, mode=mode)
+        self.dir = dir
+        self.run = None
+
+    def start(self, config, run_dir, name=None):
+        import wandb
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        kwargs = dict(self.kwargs)
+        kwargs["name"] = kwargs["name"] or name
+        directory = Path(self.dir) if self.dir else Path.cwd()
+        directory.mkdir(parents=True, exist_ok=True)
+        self.run = wandb.init(config=config, dir=str(directory), reinit="finish_previous",
+                              settings=wandb.Settings(console="off"), **kwargs)
+
+    def log(self, scalars, step):
+        if self.run is not None:
+            self.run.log(scalars, step=step)
+
+    def log_summary(self, summary):
+        if self.run is not None:
+            for key, value in summary.items():
+                self.run.summary[key] = value
+
+    def log_artifact_files(self, files):
+        if self.run is None:
+            return
+        import wandb
+
+        images = {k: wandb.Image(str(v)) for k, v in files.items() if str(v).endswith(".png")}
+        if images:
+            self.run.log(images)
+
+    def finish(self, exit_code=0):
+        if self.run is not None:
+            self.run.finish(exit_code=exit_code)
+            self.run = None

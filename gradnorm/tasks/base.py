@@ -1,0 +1,53 @@
+"""A task: its name, the size of its head's output, its loss and its test metrics."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+import torchmetrics
+from torch import Tensor
+
+
+class Task(ABC):
+    """One output of a multitask network.
+
+    Subclasses define :meth:`loss` (a scalar averaged over the batch, masked to valid targets) and
+    :meth:`metrics` (a fresh torchmetrics collection; accumulated over the whole test set and
+    reduced across processes by torchmetrics).
+    """
+
+    #: channels (or features) of the head's output
+    out_channels: int
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @abstractmethod
+    def loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        """The training loss L_i, a scalar tensor."""
+
+    def metrics(self) -> torchmetrics.MetricCollection:
+        """Test metrics named ``<prefix>/<metric>``; the test loss is handled by the trainer."""
+        return torchmetrics.MetricCollection({})
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class WeightedMean(torchmetrics.Metric):
+    """Mean of per-batch values weighted by batch size, summed over processes."""
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, value: Tensor, weight: float | Tensor = 1.0) -> None:
+        self.total += value.detach().double() * weight
+        self.count += torch.as_tensor(weight, dtype=torch.float64, device=self.count.device)
+
+    def compute(self) -> Tensor:
+        return self.total / self.count

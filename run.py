@@ -1,0 +1,24 @@
+"""Train one configuration (or a sweep with -m). Examples:
+
+    python run.py                                          # toy T=2, GradNorm α=0.12
+    python run.py experiment=toy_t10 balancer=equal seed=3
+    python run.py -m experiment=toy_t2 balancer=equal,uncertainty,gradnorm seed=0,1,2
+    torchrun --nproc_per_node=4 run.py experiment=nyuv2_segnet balancer=gradnorm alpha=1.5
+"""
+
+import sys
+
+import hydra
+
+from gradnorm.cli import main as train_main
+from gradnorm.cli import preflight
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg):
+    return train_main(cfg)
+
+
+if __name__ == "__main__":
+    preflight(sys.argv[1:])
+    main()
