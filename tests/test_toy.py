@@ -11,9 +11,9 @@ def test_targets_follow_the_paper_formula():
     data = ToyRegression(num_tasks=2, sigmas=[1.0, 100.0], num_train=50, num_test=10, seed=3)
     assert data.train_inputs.shape == (50, 250) and data.test_inputs.shape == (10, 250)
     assert [t.name for t in data.tasks] == ["task_0", "task_1"]
-    # The network sees standardised inputs; f_i sees x with L2 norm `input_norm`.
-    x = data.train_inputs / (250**0.5)
-    assert torch.allclose(x.norm(dim=1), torch.ones(50), atol=1e-5)
+    # The network sees standardised inputs; f_i sees x with L2 norm `input_norm` (0.1).
+    x = data.train_inputs / (250**0.5) * 0.1
+    assert torch.allclose(x.norm(dim=1), torch.full((50,), 0.1), atol=1e-6)
     for i, sigma in enumerate((1.0, 100.0)):
         expected = sigma * torch.tanh(x @ (data.B + data.epsilons[i]).T)
         assert torch.allclose(data.train_targets[f"task_{i}"], expected, atol=1e-4 * sigma)
