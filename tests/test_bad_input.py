@@ -43,11 +43,11 @@ def test_bad_value_gives_one_error_line(tmp_path, args, fragments):
     assert not list(tmp_path.rglob("summary.json"))
 
 
-@pytest.mark.skipif(not (ROOT / "conf" / "dataset" / "nyuv2.yaml").exists(),
-                    reason="dataset=nyuv2 comes with the NYUv2 branch; this case runs once it is merged")
+@pytest.mark.skipif(not (ROOT / "conf" / "experiment" / "nyuv2_segnet.yaml").exists(),
+                    reason="experiment=nyuv2_segnet comes with the NYUv2 branch; this case runs once it is merged")
 def test_missing_data_root_gives_one_error_line(tmp_path):
     missing = tmp_path / "no_such_folder"
-    result = run_cli(["dataset=nyuv2", f"dataset.root={missing}", "logger=none", "trainer.progress=false"],
+    result = run_cli(["experiment=nyuv2_segnet", f"dataset.root={missing}", "logger=none", "trainer.progress=false"],
                      cwd=tmp_path)
     assert_one_error(result, str(missing))
 
