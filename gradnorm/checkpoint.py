@@ -27,9 +27,13 @@ def load_checkpoint(path: str | Path) -> dict:
         raise ConfigError(f"cannot resume: no checkpoint at {path} (set trainer.checkpoint_every>0 in the run)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"cannot resume: checkpoint {path} is unreadable ({reason})") from None
+    except pickle.UnpicklingError:
+        raise ConfigError(f"cannot resume: checkpoint {path} is unreadable (not a file of tensors and plain "
+                          "containers, which is all a safe load accepts)") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
+        first_sentence = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"cannot resume: checkpoint {path} is unreadable, truncated or corrupt "
+                          f"({first_sentence})") from None
     required = {"model", "optimizer", "balancer", "step", "history", "config"}
     if not isinstance(state, dict) or not required <= set(state):
         raise ConfigError(f"cannot resume: {path} is not a gradnorm-repro checkpoint")
