@@ -8,17 +8,20 @@ goes on; the report lists it.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gradnorm import distributed, io
 from gradnorm.config import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+#: conf/hydra/launcher options that need the ``slurm`` extra (hydra-submitit-launcher)
+SUBMITIT_LAUNCHERS = ("slurm", "local", "submitit_slurm", "submitit_local")
 
 
 def main(cfg: DictConfig):
@@ -35,6 +38,9 @@ def main(cfg: DictConfig):
         summary = train(cfg, run_dir)
     except ConfigError as err:
         return _fail(err, run_dir, cfg, multirun, EXIT_CONFIG)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the loop started
+        print("interrupted: stopped at once; the last periodic checkpoint (if any) is kept", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as err:  # noqa: BLE001 - one failing job must not end a sweep
         if not multirun:
             raise
@@ -43,11 +49,16 @@ def main(cfg: DictConfig):
         distributed.cleanup()
 
     status = summary["status"]
+    speak = _launch_rank() == 0  # the status is the same on every torchrun process
     if status == "interrupted":
-        print(f"interrupted: {summary.get('error')}; resume with trainer.resume={run_dir}", file=sys.stderr)
+        resume = cfg.trainer.get("resume")
+        resume_dir = resume if resume not in (None, "", "auto") else run_dir
+        if speak:
+            print(f"interrupted: {summary.get('error')}; resume with trainer.resume={resume_dir}", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     if status == "failed":
-        print(f"error: {summary.get('error')}", file=sys.stderr)
+        if speak:
+            print(f"error: {summary.get('error')}", file=sys.stderr)
         if not multirun:
             sys.exit(EXIT_FAILED)
     return summary["metrics"].get("task_normalized_loss")
@@ -55,7 +66,8 @@ def main(cfg: DictConfig):
 
 def _fail(err: Exception, run_dir: Path, cfg: DictConfig, multirun: bool, code: int, trace: str | None = None):
     message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    print(f"error: {message}", file=sys.stderr)
+    if code != EXIT_CONFIG or _launch_rank() == 0:  # a config error is the same on every torchrun process
+        print(f"error: {message}", file=sys.stderr)
     if not multirun:
         sys.exit(code)
     if distributed.is_main_process() and not (run_dir / "summary.json").exists():
@@ -92,7 +104,19 @@ def preflight(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
                 print(f"error: unknown {key} {choice.strip()!r}; choose one of: {', '.join(options)}",
                       file=sys.stderr)
                 sys.exit(EXIT_CONFIG)
+    launcher = next((a.partition("=")[2] for a in argv if a.lstrip("+~").startswith("hydra/launcher=")), "")
+    if launcher in SUBMITIT_LAUNCHERS:
+        try:
+            import hydra_plugins.hydra_submitit_launcher  # noqa: F401
+        except ImportError:
+            print(f"error: hydra/launcher={launcher} needs the slurm extra: pip install '.[slurm]'", file=sys.stderr)
+            sys.exit(EXIT_CONFIG)
     multirun = any(a in ("-m", "--multirun") for a in argv)
+    if multirun and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if _launch_rank() == 0:
+            print("error: under torchrun run.py trains one configuration, not a multirun (-m); for sweeps of "
+                  "data-parallel runs use hydra/launcher=slurm with hydra.launcher.tasks_per_node=N", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
     if multirun or any(a.startswith("-") for a in argv):
         return
     _compose_or_exit([a for a in argv if "=" in a and not a.lstrip("+~").startswith("hydra")], conf_dir)
@@ -110,21 +134,45 @@ def _one_line(err: Exception) -> str:
     return f"{lines[0]} ({why})" if why and why != lines[0] else lines[0]
 
 
-def _compose_or_exit(overrides: list[str], conf_dir: Path) -> None:
-    """Compose once, as Hydra will, so that a bad key or value fails with one line."""
-    from hydra import compose, initialize_config_dir
+def torchrun_worker_argv(argv: list[str]) -> list[str]:
+    """The command line of a ``torchrun`` process: unchanged on rank 0; ranks > 0 get overrides that
+    keep Hydra from writing anything (rank 0 owns the run directory; ``train`` takes its path)."""
+    if _launch_rank() == 0:
+        return argv
+    quiet = {"hydra.output_subdir": "null", "hydra/job_logging": "disabled", "hydra/hydra_logging": "disabled",
+             "hydra.run.dir": ".", "hydra.sweep.dir": ".", "hydra.sweep.subdir": "."}
+    kept = [a for a in argv if a.partition("=")[0].lstrip("+~") not in quiet]
+    return kept + [f"{key}={value}" for key, value in quiet.items()]
+
+
+def compose(overrides: list[str], conf_dir: Path = CONF_DIR) -> DictConfig:
+    """The job config Hydra would build from ``overrides`` (without its ``hydra`` node), with the
+    ``${hydra:...}`` interpolations resolvable, e.g. to call :func:`gradnorm.train.train` directly."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
 
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=overrides)
+            cfg = hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def _compose_or_exit(overrides: list[str], conf_dir: Path) -> None:
+    """Compose once, as Hydra will, so that a bad key or value fails with one line."""
+    try:
+        cfg = compose(overrides, conf_dir)
         OmegaConf.resolve(cfg)
     except Exception as err:  # noqa: BLE001 - Hydra raises several kinds; all are config errors
         message = _one_line(err)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
-    finally:
-        GlobalHydra.instance().clear()
     try:
         from gradnorm.config import check_config
 
@@ -132,3 +180,8 @@ def _compose_or_exit(overrides: list[str], conf_dir: Path) -> None:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
+
+
+def _launch_rank() -> int:
+    """This process's rank as ``torchrun`` set it (0 outside torchrun), known before any process group."""
+    return int(os.environ.get("RANK", "0"))

@@ -29,29 +29,30 @@ CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
 class NonFiniteLossError(RuntimeError):
-    """A task loss became NaN or Inf."""
-
-
-class StopRequested(Exception):
-    """SIGINT or SIGTERM arrived; the run stops at the end of the current step."""
+    """A task loss, a network parameter or a task weight became NaN or Inf."""
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Train one configured run and write its outputs into ``run_dir``; return the summary.
 
-    With ``trainer.resume=RUN_DIR`` the run continues that directory's last checkpoint, in place.
+    With ``trainer.resume=RUN_DIR`` the run continues that directory's last checkpoint, in place;
+    with ``trainer.resume=auto`` it continues ``run_dir``'s own checkpoint if there is one (a
+    requeued cluster job), else starts afresh. Under ``torchrun`` only rank 0 writes files.
     """
     check_config(cfg)
     settings = TrainerSettings.from_config(cfg.trainer)
-    run_dir = Path(settings.resume or run_dir)
-    checkpoint = None
-    if settings.resume:
-        checkpoint = load_checkpoint(run_dir / CHECKPOINT)
-        check_resume_config(checkpoint["config"], cfg)
-
     device = distributed.setup(settings.device, settings.ddp_backend)
     rank, world = distributed.rank(), distributed.world_size()
     main_process = rank == 0
+    run_dir = Path(distributed.broadcast_object(str(run_dir)))  # rank 0's Hydra directory on every rank
+    checkpoint = None
+    if settings.resume == "auto":
+        checkpoint = load_checkpoint(run_dir / CHECKPOINT) if (run_dir / CHECKPOINT).exists() else None
+    elif settings.resume:
+        run_dir = Path(settings.resume)
+        checkpoint = load_checkpoint(run_dir / CHECKPOINT)
+    if checkpoint is not None:
+        check_resume_config(checkpoint, cfg, world)
     seed_everything(cfg.seed)
 
     # -- what to train -------------------------------------------------------------------------
@@ -80,7 +81,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     shared_params = net.last_shared_parameters()
 
     # -- state, fresh or resumed ---------------------------------------------------------------
-    step, history, initial_test_losses, elapsed_before = 0, [], None, 0.0
+    step, history, initial_test_losses, elapsed_before, checkpoint_step = 0, [], None, 0.0, None
     if checkpoint is not None:
         net.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -93,6 +94,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             history = [r for r in history if r["step"] < step]
         initial_test_losses = checkpoint["initial_test_losses"]
         elapsed_before = checkpoint["wall_time_s"]
+        checkpoint_step = step
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     logger = build(cfg.logger, "logger") if (main_process and cfg.get("logger")) else None
@@ -109,6 +111,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         return metrics
 
     def save_checkpoint() -> None:
+        """Write ``checkpoints/last.pt`` atomically, unless the state went non-finite: then fail and
+        keep the previous checkpoint, the last good one."""
+        nonlocal checkpoint_step
+        if not _all_finite(net, balancer):
+            raise NonFiniteLossError(f"non-finite network parameters or task weights after step {step}; "
+                                     f"{kept_checkpoint()}")
         if main_process:
             io.save_torch(run_dir / CHECKPOINT, {
                 "model": net.state_dict(),
@@ -121,9 +129,16 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 "initial_test_losses": initial_test_losses,
                 "wall_time_s": elapsed_before + time.perf_counter() - start,
                 "config": OmegaConf.to_yaml(cfg),
+                "world_size": world,
             })
             io.save_csv(run_dir / "history.csv", _frame(history))
         distributed.barrier()
+        checkpoint_step = step
+
+    def kept_checkpoint() -> str:
+        if checkpoint_step is None:
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint (step {checkpoint_step}) is kept in {run_dir / CHECKPOINT}"
 
     def finish(status: str, error: str | None = None) -> dict:
         summary = _summary(status, error, task_names, balancer, history, step, settings.max_steps,
@@ -148,11 +163,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 row = {"step": step}
                 if step % settings.eval_every == 0 or step == settings.max_steps:
                     row.update(evaluate())
+                    distributed.check_same_on_all_ranks(balancer.weights.to(device), "task weights")
                     if logger is not None:
                         logger.log({k: v for k, v in row.items() if k != "step"}, step=step)
                 if step >= settings.max_steps:
                     row.update(_weights_row(balancer, task_names))
                     history.append(row)
+                    if settings.checkpoint_every:
+                        save_checkpoint()
                     break
 
                 inputs, targets = next(batches)
@@ -165,14 +183,18 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                     losses = torch.stack([t.loss(predictions[t.name], targets[t.name]).float() for t in tasks])
 
                 row.update(_weights_row(balancer, task_names))
-                loss_values = losses.detach().tolist()
+                # The global batch's losses (the mean over processes): what one process would see, and
+                # the same verdict on NaN/Inf everywhere, so that all processes fail or skip together.
+                loss_values = distributed.all_reduce_mean(losses.detach()).tolist()
                 row.update({f"train_loss/{n}": v for n, v in zip(task_names, loss_values)})
                 bad = {n: v for n, v in zip(task_names, loss_values) if not math.isfinite(v)}
                 optimizer.zero_grad(set_to_none=True)
-                if bad and settings.nan_policy == "fail":
+                if bad and (settings.nan_policy == "fail" or not _all_finite(net, balancer)):
+                    history.append(row)
+                    cause = "" if settings.nan_policy == "fail" else " and non-finite parameters, which skipping cannot mend"
                     raise NonFiniteLossError(
-                        f"non-finite loss ({', '.join(f'{n}={v}' for n, v in bad.items())}) at step {step}; "
-                        "the last good checkpoint is kept. Lower the learning rate or set trainer.nan_policy=skip")
+                        f"non-finite loss ({', '.join(f'{n}={v}' for n, v in bad.items())}) at step {step}{cause}; "
+                        f"{kept_checkpoint()}. Lower the learning rate, or set trainer.nan_policy=skip to skip such steps")
                 if bad:
                     row["skipped"] = 1  # nan_policy=skip: no update at all on this batch
                 else:
@@ -188,20 +210,17 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 progress.update(1)
                 if step % max(1, settings.max_steps // 100) == 0:
                     progress.set_postfix(_postfix(row, task_names), refresh=False)
-                if settings.checkpoint_every and step % settings.checkpoint_every == 0:
+                # Every process stops after the same step, also when a signal reached only some of them.
+                stop_now = distributed.any_process(stop.requested, device)
+                if stop_now or (settings.checkpoint_every and step % settings.checkpoint_every == 0):
                     save_checkpoint()
-                if stop.requested:
-                    raise StopRequested
-        except StopRequested:
-            progress.close()
-            save_checkpoint()
-            return finish("interrupted", f"stopped by {stop.signal_name} at step {step}")
+                if stop_now:
+                    progress.close()
+                    return finish("interrupted", f"stopped by {stop.signal_name or 'a signal'} at step {step}")
         except NonFiniteLossError as err:
             progress.close()
             return finish("failed", str(err))
     progress.close()
-    if settings.checkpoint_every:
-        save_checkpoint()
     return finish("completed")
 
 
@@ -258,6 +277,12 @@ def _evaluate(net, data, tasks, batch_size, device, precision, channels_last) ->
         out.update({k: float(v) for k, v in task_metrics[task.name].compute().items()})
     net.train(was_training)
     return out
+
+
+def _all_finite(net, balancer) -> bool:
+    """Whether the network's parameters and the task weights are all finite."""
+    checks = [torch.isfinite(p.detach()).all() for p in net.parameters()]
+    return bool(torch.stack(checks).all()) and bool(torch.isfinite(balancer.weights).all())
 
 
 def _weights_row(balancer, task_names) -> dict[str, float]:

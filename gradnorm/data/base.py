@@ -89,6 +89,7 @@ class InMemoryData(MultiTaskData):
 
     def test_batches(self, batch_size, rank=0, world_size=1):
         n = len(self.test_inputs)
-        for start in range(rank * batch_size, n, batch_size * world_size):
-            sl = slice(start, min(start + batch_size, n))
+        first, end = n * rank // world_size, n * (rank + 1) // world_size  # this process's share
+        for start in range(first, end, batch_size):
+            sl = slice(start, min(start + batch_size, end))
             yield self.test_inputs[sl], {t.name: self.test_targets[t.name][sl] for t in self.tasks}
