@@ -222,6 +222,7 @@ def make_case(name: str, device: torch.device, args) -> Case:
 @dataclass
 class Setup:
     model: MultiTaskModel
+    shared_params: list[Tensor]  # W, taken once as train.py does
     optimizer: torch.optim.Optimizer
     inputs: Tensor
     targets: dict[str, Tensor]
@@ -242,7 +243,7 @@ def prepare(case: Case, device: torch.device) -> Setup:
     with torch.no_grad(), torch.autocast(device.type, dtype=case.precision, enabled=case.precision is not None):
         predictions, _ = model(inputs)
     targets = {t.name: random_target(t, predictions[t.name]) for t in case.tasks}
-    return Setup(model, optimizer, inputs, targets, case, device)
+    return Setup(model, model.last_shared_parameters(), optimizer, inputs, targets, case, device)
 
 
 def train_step(setup: Setup, balancer, use_features: bool) -> None:
@@ -254,7 +255,7 @@ def train_step(setup: Setup, balancer, use_features: bool) -> None:
     _weights_row(balancer, [t.name for t in case.tasks])
     losses.detach().tolist()  # the loop reads the loss values for its history (a sync on a GPU)
     setup.optimizer.zero_grad(set_to_none=True)
-    balancer.backward(losses, model.last_shared_parameters(), features=features if use_features else None)
+    balancer.backward(losses, setup.shared_params, features=features if use_features else None)
     setup.optimizer.step()
     balancer.step()
 

@@ -219,7 +219,7 @@ class GradNorm(Balancer):
             progress.weight_grad = None
             with torch.no_grad():
                 weights.clamp_(min=WEIGHT_FLOOR)
-                weights.mul_(self.num_tasks / weights.sum())
+                weights.div_(weights.sum() / self.num_tasks)  # Σ_i w_i = T
         self.num_updates.add_(1)
         progress.steps += 1
 
