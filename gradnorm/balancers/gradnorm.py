@@ -187,7 +187,7 @@ class GradNorm(Balancer):
         """
         num_tasks, progress = self.num_tasks, self._progress
         values = torch.cat([self._global_mean(losses), grad_norms.to(losses), w]).tolist()
-        loss_values, norms, weights = (values[i * num_tasks:(i + 1) * num_tasks] for i in range(3))
+        loss_values, norm_values, weight_values = (values[i * num_tasks:(i + 1) * num_tasks] for i in range(3))
         if progress.initial_losses is None:
             if not all(0 < loss < math.inf for loss in loss_values):
                 raise ValueError(f"GradNorm needs positive finite initial losses L_i(0), got {loss_values}; "
@@ -199,13 +199,14 @@ class GradNorm(Balancer):
         if not (0 < mean_ratio < math.inf and min(loss_ratios) >= 0):
             raise ValueError(f"GradNorm needs finite non-negative task losses, not all zero; got {loss_values}")
         relative_rates = [ratio / mean_ratio for ratio in loss_ratios]  # r_i
-        mean_norm = sum(norms) / num_tasks  # Ḡ
-        gaps = [norm - mean_norm * rate**self.alpha for norm, rate in zip(norms, relative_rates)]  # G_i − target_i
+        mean_norm = sum(norm_values) / num_tasks  # Ḡ
+        gaps = [norm - mean_norm * rate**self.alpha for norm, rate in zip(norm_values, relative_rates)]  # G_i − target_i
         # ∂L_grad/∂w_i = sign(G_i − target_i) · n_i, with n_i = G_i / w_i.
-        weight_grad = [((gap > 0) - (gap < 0)) * norm / weight for gap, norm, weight in zip(gaps, norms, weights)]
+        weight_grad = [((gap > 0) - (gap < 0)) * norm / weight
+                       for gap, norm, weight in zip(gaps, norm_values, weight_values)]
         progress.weight_grad = torch.tensor(weight_grad, dtype=w.dtype, device=w.device)
         info = {"gradnorm/l_grad": sum(abs(gap) for gap in gaps)}
-        for (norm_key, rate_key), norm, rate in zip(self._info_keys, norms, relative_rates):
+        for (norm_key, rate_key), norm, rate in zip(self._info_keys, norm_values, relative_rates):
             info[norm_key], info[rate_key] = norm, rate
         return info
 
