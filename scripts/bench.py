@@ -517,6 +517,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     info = machine_info(device)
+    if device.type == "cpu" and torch.get_num_threads() > 1 and info["load_before"] >= (os.cpu_count() or 1) - 0.5:
+        print(f"bench: the load average is {info['load_before']:.1f} on {os.cpu_count()} CPUs: other processes share "
+              "the cores, and several threads per step then wait on each other; --threads 1 --clock cpu "
+              "gives steadier figures", file=sys.stderr)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     cases = []
     for name in args.names:
