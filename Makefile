@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint reproduce-toy clean
+.PHONY: help install test lint reproduce-toy bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ lint: $(STAMP) ## ruff
 
 reproduce-toy: $(STAMP) ## the toy reproduction (paper Figure 2): sweep, then results/toy/
 	$(PY) scripts/reproduce.py toy
+
+bench: $(STAMP) ## step time and memory of every balancer vs equal weights -> results/bench/ (BENCH_ARGS="--quick")
+	$(PY) scripts/bench.py $(BENCH_ARGS)
 
 clean: ## remove run outputs (not results/)
 	rm -rf outputs multirun runs wandb

@@ -15,11 +15,15 @@ itself is trained on ∇ Σ_i w_i(t) L_i(t), with the weights before the update.
 Two exact ways to get the n_i (identical results up to float rounding):
 
 * ``features`` given (per-task views of the last shared representation z, as fed to the heads):
-  one backward pass of Σ_i w_i L_i. Hooks catch each task's gradient at z, and just before the
-  backward continues below z, one batched backward through the last shared layer turns the T
-  captured gradients into the T per-task gradients at W.
+  one backward pass of Σ_i w_i L_i. Hooks catch each task's gradient at z and, just before the
+  backward pass continues below z, :mod:`gradnorm.balancers.last_layer` turns them into the T
+  per-task gradients at W with the layer's own formulas (Linear, convolution), or one backward
+  pass batched over the tasks through the layer for any other layer.
 * otherwise: one batched ``autograd.grad`` of the T losses at W (``is_grads_batched``), then the
   ordinary backward.
+
+Under data parallelism the per-task gradients at W are averaged over processes, like the network's
+own gradient, before their norms are taken.
 
 Departures from the paper, all off by default: ``every=k`` updates the weights every k steps only;
 ``norm_at="features"`` measures gradient norms at the representation z instead of at W.
@@ -36,6 +40,7 @@ from torch import Tensor, nn
 
 from gradnorm import distributed
 from gradnorm.balancers.base import Balancer, as_float
+from gradnorm.balancers.last_layer import find_last_layer
 
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
 
@@ -87,8 +92,10 @@ class GradNorm(Balancer):
         else:
             init = torch.full((num_tasks,), math.nan)
         self.register_buffer("initial_losses", init)
-        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
-        self._weight_grad: Tensor | None = None
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))  # steps taken
+        self._info_keys = [(f"gradnorm/grad_norm_{i}", f"gradnorm/relative_rate_{i}") for i in range(num_tasks)]
+        self._progress = _Progress()
+        self._sync_progress()
 
     @property
     def weights(self) -> Tensor:
@@ -96,19 +103,20 @@ class GradNorm(Balancer):
 
     def backward(self, losses, shared_params=(), features=None):
         losses = self._check_losses(losses)
-        if int(self.num_updates) % self.every != 0:
-            self._weight_grad = None
+        if self._progress.steps % self.every != 0:
+            self._progress.weight_grad = None
             return super().backward(losses, shared_params)
 
         w = self.task_weights.detach().to(device=losses.device, dtype=losses.dtype)
         shared_params = [p for p in shared_params if p.requires_grad]
-        if self.norm_at == "features" and not _usable_features(features, self.num_tasks):
+        with_features = _usable_features(features, self.num_tasks)
+        if self.norm_at == "features" and not with_features:
             raise ValueError("GradNorm(norm_at='features') needs the per-task features in backward()")
-        if _usable_features(features, self.num_tasks):
-            weighted_norms = self._backward_with_features(losses, w, shared_params, features)
+        if self.norm_at == "weights" and not shared_params:
+            raise ValueError("GradNorm needs the parameters of the last shared layer (shared_params)")
+        if with_features:
+            grad_norms = self._weighted_norms_in_one_backward(losses, w, shared_params, features)
         else:
-            if not shared_params:
-                raise ValueError("GradNorm needs the parameters of the last shared layer (shared_params)")
             grads = torch.autograd.grad(
                 losses,
                 shared_params,
@@ -119,39 +127,41 @@ class GradNorm(Balancer):
                 materialize_grads=True,
             )
             (w * losses).sum().backward()
-            weighted_norms = w * _per_task_norms([self._global_mean(g) for g in grads])
+            grad_norms = w * _per_task_norms([self._global_mean(g) for g in grads])
+        return self._prepare_update(losses.detach(), w, grad_norms)
 
-        return self._prepare_update(losses.detach(), w, weighted_norms)
-
-    def _backward_with_features(self, losses, w, shared_params, features) -> Tensor:
-        """One backward pass; returns G_i = ||∇_W (w_i L_i)|| (or at z, for norm_at='features')."""
+    def _weighted_norms_in_one_backward(self, losses, w, shared_params, features) -> Tensor:
+        """One backward pass of Σ w_i L_i; returns G_i = ||∇_W (w_i L_i)|| (at z for norm_at='features')."""
         captured: list[Tensor | None] = [None] * self.num_tasks
-        result: dict[str, Tensor] = {}
-        handles = []
-        for i, feature in enumerate(features):
-            handles.append(feature.register_hook(functools.partial(_store, captured, i)))
-
+        handles = [f.register_hook(functools.partial(_store, captured, i)) for i, f in enumerate(features)]
+        per_task: list = []
         if self.norm_at == "weights":
-            base_node = features[0].grad_fn.next_functions[0][0]
+            top = features[0].grad_fn.next_functions[0][0]  # the node that produced z
+            layer = find_last_layer(top, shared_params)
 
             def per_task_weight_grads(_grad_outputs):
-                # Runs once, when the gradient of z is complete and before the layers below it run.
-                # (The inner backward passes this node again: the flag stops the recursion.)
-                if "grads" in result:
+                # Runs when the gradient of z is complete, before the layers below z run. (A batched
+                # backward from here passes this node again: the non-empty list stops the recursion.)
+                if per_task:
                     return None
-                result["grads"] = ()
-                result["grads"] = torch.autograd.grad(
-                    features[0],
-                    shared_params,
-                    grad_outputs=torch.stack([_zeros_if_none(g, features[0]) for g in captured]),
-                    is_grads_batched=True,
-                    retain_graph=True,
-                    allow_unused=True,
-                    materialize_grads=True,
-                )
+                per_task.append(None)
+                grads = [_zeros_if_none(g, features[0]) for g in captured]
+                captured[:] = [None] * self.num_tasks
+                if layer is not None:
+                    per_task[:] = [layer.weight_grads(features[0], grads)]
+                else:
+                    per_task[:] = torch.autograd.grad(
+                        features[0],
+                        shared_params,
+                        grad_outputs=torch.stack(grads),
+                        is_grads_batched=True,
+                        retain_graph=True,
+                        allow_unused=True,
+                        materialize_grads=True,
+                    )
                 return None
 
-            handles.append(base_node.register_prehook(per_task_weight_grads))
+            handles.append(top.register_prehook(per_task_weight_grads))
         try:
             (w * losses).sum().backward()
         finally:
@@ -159,51 +169,90 @@ class GradNorm(Balancer):
                 handle.remove()
 
         if self.norm_at == "weights":
-            return _per_task_norms([self._global_mean(g) for g in result["grads"]])
+            # Per-task gradients at W are averaged over processes like the network's own gradient.
+            return _per_task_norms([self._global_mean(g) for g in per_task])
         # Norms at z. Across processes z is the concatenation of the local batches and the global
         # loss is the mean of the local ones, so ||g||² = Σ_ranks ||g_local||² / R².
-        squared = torch.stack([_zeros_if_none(g, features[0]).pow(2).sum() for g in captured])
+        squared = torch.stack([
+            torch.linalg.vector_norm(_zeros_if_none(g, features[0]), dtype=torch.float32) for g in captured
+        ]).square()
         world = distributed.world_size()
         return (distributed.all_reduce_sum(squared) / world**2).sqrt()
 
-    def _prepare_update(self, losses: Tensor, w: Tensor, weighted_norms: Tensor) -> dict[str, float]:
-        losses = self._global_mean(losses)
-        if torch.isnan(self.initial_losses).any():
-            self.initial_losses.copy_(losses.to(self.initial_losses))
-        initial = self.initial_losses.to(losses)
-        grad_norms = weighted_norms  # G_i
-        mean_norm = grad_norms.mean()
-        loss_ratio = losses / initial  # inverse training rate L̃_i
-        relative_rate = loss_ratio / loss_ratio.mean()  # r_i
-        target = (mean_norm * relative_rate.pow(self.alpha)).detach()
-        gap = grad_norms - target
-        # ∂L_grad/∂w_i = sign(G_i − target_i) · n_i with n_i = G_i / w_i.
-        self._weight_grad = torch.sign(gap) * grad_norms / w
-        info = {"gradnorm/l_grad": gap.abs().sum().item()}
-        for i in range(self.num_tasks):
-            info[f"gradnorm/grad_norm_{i}"] = grad_norms[i].item()
-            info[f"gradnorm/relative_rate_{i}"] = relative_rate[i].item()
+    def _prepare_update(self, losses: Tensor, w: Tensor, grad_norms: Tensor) -> dict[str, float]:
+        """Algorithm 1 from the losses L_i, the weights w_i and the norms G_i = ||∇_W (w_i L_i)||.
+
+        The arithmetic runs on T Python floats after one transfer (one sync on a GPU): with a few
+        tasks, the fixed cost of a dozen tiny tensor operations would be most of GradNorm's cost.
+        """
+        num_tasks, progress = self.num_tasks, self._progress
+        values = torch.cat([self._global_mean(losses), grad_norms.to(losses), w]).tolist()
+        loss_values, norm_values, weight_values = (values[i * num_tasks:(i + 1) * num_tasks] for i in range(3))
+        if progress.initial_losses is None:
+            if not all(0 < loss < math.inf for loss in loss_values):
+                raise ValueError(f"GradNorm needs positive finite initial losses L_i(0), got {loss_values}; "
+                                 "set balancer.initial_losses")
+            self.initial_losses.copy_(torch.tensor(loss_values))
+            progress.initial_losses = loss_values
+        loss_ratios = [loss / initial for loss, initial in zip(loss_values, progress.initial_losses)]  # L̃_i
+        mean_ratio = sum(loss_ratios) / num_tasks
+        if not (0 < mean_ratio < math.inf and min(loss_ratios) >= 0):
+            raise ValueError(f"GradNorm needs finite non-negative task losses, not all zero; got {loss_values}")
+        relative_rates = [ratio / mean_ratio for ratio in loss_ratios]  # r_i
+        mean_norm = sum(norm_values) / num_tasks  # Ḡ
+        gaps = [norm - mean_norm * rate**self.alpha for norm, rate in zip(norm_values, relative_rates)]  # G_i − target_i
+        # ∂L_grad/∂w_i = sign(G_i − target_i) · n_i, with n_i = G_i / w_i.
+        weight_grad = [((gap > 0) - (gap < 0)) * norm / weight
+                       for gap, norm, weight in zip(gaps, norm_values, weight_values)]
+        progress.weight_grad = torch.tensor(weight_grad, dtype=w.dtype, device=w.device)
+        info = {"gradnorm/l_grad": sum(abs(gap) for gap in gaps)}
+        for (norm_key, rate_key), norm, rate in zip(self._info_keys, norm_values, relative_rates):
+            info[norm_key], info[rate_key] = norm, rate
         return info
 
     def step(self) -> None:
-        if self._weight_grad is not None:
-            self.task_weights.grad = self._weight_grad.to(self.task_weights)
+        progress = self._progress
+        if progress.weight_grad is not None:
+            weights = self.task_weights
+            weights.grad = progress.weight_grad
             self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self._weight_grad = None
+            weights.grad = None
+            progress.weight_grad = None
             with torch.no_grad():
-                self.task_weights.clamp_(min=WEIGHT_FLOOR)
-                self.task_weights.mul_(self.num_tasks / self.task_weights.sum())
-        self.num_updates += 1
+                weights.clamp_(min=WEIGHT_FLOOR)
+                weights.div_(weights.sum() / self.num_tasks)  # Σ_i w_i = T
+        self.num_updates.add_(1)
+        progress.steps += 1
 
     def get_extra_state(self):
         return {"optimizer": self.optimizer.state_dict()}
 
     def set_extra_state(self, state) -> None:
+        # Called by load_state_dict after the buffers are loaded.
         self.optimizer.load_state_dict(state["optimizer"])
+        self._sync_progress()
+
+    def _sync_progress(self) -> None:
+        self._progress.steps = int(self.num_updates)
+        initial = self.initial_losses.tolist()
+        self._progress.initial_losses = None if any(math.isnan(v) for v in initial) else initial
 
     def extra_repr(self) -> str:
         return f"num_tasks={self.num_tasks}, alpha={self.alpha}, every={self.every}, norm_at={self.norm_at!r}"
+
+
+class _Progress:
+    """What every step reads or writes, kept off nn.Module's (slow) attribute machinery.
+
+    ``steps`` and ``initial_losses`` are Python copies of the buffers ``num_updates`` and
+    ``initial_losses`` (None until known; reading a buffer on a GPU would be a sync); ``weight_grad``
+    is ∂L_grad/∂w from :meth:`GradNorm.backward`, waiting for :meth:`GradNorm.step`.
+    """
+
+    __slots__ = ("steps", "initial_losses", "weight_grad")
+
+    def __init__(self):
+        self.steps, self.initial_losses, self.weight_grad = 0, None, None
 
 
 def _usable_features(features, num_tasks: int) -> bool:
@@ -227,4 +276,5 @@ def _zeros_if_none(grad: Tensor | None, like: Tensor) -> Tensor:
 
 def _per_task_norms(batched_grads: Sequence[Tensor]) -> Tensor:
     """L2 norm per task over several parameters, each gradient of shape (T, *param.shape)."""
-    return torch.stack([g.flatten(1).pow(2).sum(1) for g in batched_grads]).sum(0).sqrt()
+    norms = [torch.linalg.vector_norm(g.flatten(1), dim=1, dtype=torch.float32) for g in batched_grads]
+    return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms), dim=0)
