@@ -178,15 +178,18 @@ class SplitFiles:
 
 
 def _numbered_files(directory: Path) -> list[Path]:
-    """``0.npy .. (n-1).npy`` in ``directory``, in order; anything else there is an error."""
-    names = sorted(p.name for p in directory.iterdir() if p.suffix == ".npy")
-    stems = {p[:-4] for p in names}
-    expected = {str(i) for i in range(len(names))}
-    if stems != expected:
-        odd = sorted(stems - expected)[:3] + [f"{i}.npy missing" for i in sorted(expected - stems)[:3]]
-        raise ConfigError(f"NYUv2 data at {directory} is malformed: expected files 0.npy..{len(names) - 1}.npy, "
-                          f"found {odd}; {HOW_TO_GET}")
-    return [directory / f"{i}.npy" for i in range(len(names))]
+    """``0.npy .. (n-1).npy`` in ``directory``, in order; a gap or another name is an error."""
+    stems = [p.stem for p in directory.iterdir() if p.suffix == ".npy"]
+    odd = sorted(s for s in stems if not s.isdigit() or (s != "0" and s.startswith("0")))
+    if odd:
+        raise ConfigError(f"NYUv2 data at {directory} is malformed: unexpected file {odd[0]}.npy "
+                          f"(files are numbered 0.npy, 1.npy, ...); {HOW_TO_GET}")
+    numbers = {int(s) for s in stems}
+    missing = sorted(set(range(max(numbers, default=-1) + 1)) - numbers)
+    if missing:
+        raise ConfigError(f"NYUv2 data at {directory} is malformed: {missing[0]}.npy is missing"
+                          f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; {HOW_TO_GET}")
+    return [directory / f"{i}.npy" for i in range(len(numbers))]
 
 
 def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:

@@ -2,12 +2,13 @@
 
 Predictions and targets are unit-normalised along the channel axis before the cosine is taken, so
 the loss and the metrics depend on directions only; a target of norm 0 marks a pixel without ground
-truth. With c the cosine and θ = arccos(c) in degrees, over the N valid pixels of the test set:
+truth. With c the cosine and θ the angle in degrees, over the N valid pixels of the test set:
 
     err          = Σ (1 − |c|) / N      (the paper's "Err. (1 − |cos|)", Table 1)
     mean_angle   = Σ θ / N
     median_angle = the median of θ, read from a histogram of θ with bins of ``median_bin_deg``
-                   degrees (interpolated linearly inside the bin: exact to within one bin)
+                   degrees, interpolated linearly inside the bin: within one bin of the middle
+                   value (with millions of test pixels the two middle values share a bin)
     within_t     = #{θ < t} / N  for t = 11.25, 22.5, 30 (fractions in [0, 1]; exact counts)
 
 Every state is a sum (counts, histogram), so the metrics are exact across processes.
@@ -33,6 +34,13 @@ def cosine_and_mask(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     valid = target.abs().sum(dim=1) > 0
     cosine = (F.normalize(pred.float(), dim=1) * F.normalize(target.float(), dim=1)).sum(dim=1)
     return cosine, valid
+
+
+def angle_degrees(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-pixel angle between ``pred`` and ``target`` in degrees, as atan2(|a × b|, a · b): unlike
+    arccos of the cosine, accurate in float32 near 0° and 180°."""
+    a, b = F.normalize(pred.float(), dim=1), F.normalize(target.float(), dim=1)
+    return torch.rad2deg(torch.atan2(torch.linalg.cross(a, b, dim=1).norm(dim=1), (a * b).sum(dim=1)))
 
 
 class Normals(Task):
@@ -80,8 +88,8 @@ class NormalsMetrics(torchmetrics.Metric):
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         cosine, valid = cosine_and_mask(pred, target)
-        cosine = cosine[valid].double().clamp(-1.0, 1.0)
-        angle = torch.rad2deg(torch.acos(cosine))
+        cosine = cosine[valid].double()
+        angle = angle_degrees(pred, target)[valid].double()
         self.abs_cos_err += (1.0 - cosine.abs()).sum()
         self.angle += angle.sum()
         self.count += cosine.numel()
