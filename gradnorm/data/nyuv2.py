@@ -115,7 +115,7 @@ class NYUv2(MultiTaskData):
             persistent_workers=num_workers > 0 and (cuda if persistent_workers == "auto" else bool(persistent_workers)),
             prefetch_factor=prefetch_factor if num_workers > 0 else None,
         )
-        self._test_loaders: dict[tuple[int, int, int], DataLoader] = {}
+        self._test_loaders: dict[tuple, DataLoader] = {}
 
     def model_kwargs(self) -> dict:
         return {"in_channels": 3}
@@ -132,7 +132,7 @@ class NYUv2(MultiTaskData):
         return iter(loader)
 
     def test_batches(self, batch_size, rank=0, world_size=1) -> Iterator:
-        key = (batch_size, rank, world_size)
+        key = (batch_size, rank, world_size, tuple(self.task_names))
         if key not in self._test_loaders:  # kept, so that persistent workers survive between evaluations
             sampler = TestBatchSampler(len(self.splits["test"]), batch_size, rank, world_size)
             self._test_loaders[key] = DataLoader(self.dataset("test", augment=False), batch_sampler=sampler,
