@@ -108,6 +108,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         if initial_test_losses is None:
             initial_test_losses = losses  # L_i^test(0), the reference of the task-normalised loss (§4)
         metrics["task_normalized_loss"] = sum(loss / loss0 for loss, loss0 in zip(losses, initial_test_losses))
+        metrics.update(data.extra_metrics(metrics))  # e.g. delta_m against single-task baselines
         return metrics
 
     def save_checkpoint() -> None:

@@ -1,6 +1,7 @@
 """Data sets: each yields (inputs, {task: target}) batches and names its tasks."""
 
 from gradnorm.data.base import InMemoryData, MultiTaskData
+from gradnorm.data.nyuv2 import NYUv2
 from gradnorm.data.toy import ToyRegression
 
-__all__ = ["InMemoryData", "MultiTaskData", "ToyRegression"]
+__all__ = ["InMemoryData", "MultiTaskData", "NYUv2", "ToyRegression"]

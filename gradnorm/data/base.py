@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from gradnorm.tasks import Task
+from gradnorm.tasks import Task, delta_m
 
 Batch = tuple[Tensor, dict[str, Tensor]]
 
@@ -21,6 +21,8 @@ class MultiTaskData(ABC):
     """A multitask data set: its tasks, the model's input size, train and test batches."""
 
     tasks: list[Task]
+    #: metric name -> the single-task model's value; when set, :meth:`extra_metrics` adds ``delta_m``
+    single_task_baselines: dict[str, float] | None = None
 
     @property
     def task_names(self) -> list[str]:
@@ -33,6 +35,30 @@ class MultiTaskData(ABC):
         if unknown or not names:
             raise ValueError(f"tasks must be a non-empty subset of {list(by_name)}, got {list(names)}")
         self.tasks = [by_name[n] for n in names]
+
+    def set_single_task_baselines(self, baselines) -> None:
+        """Check and keep the single-task baselines (metric name -> value) used by ``delta_m``."""
+        if not baselines:
+            self.single_task_baselines = None
+            return
+        known = {k for t in self.tasks for k in t.metric_directions()}
+        out = {}
+        for name, value in dict(baselines).items():
+            if name not in known:
+                raise ValueError(f"single_task_baselines: unknown metric {name!r}; choose from {sorted(known)}")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+                raise ValueError(f"single_task_baselines: {name} must be a positive number, got {value!r}")
+            out[str(name)] = float(value)
+        self.single_task_baselines = out
+
+    def extra_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Metrics derived from the task metrics of one evaluation: ``delta_m`` (the average relative
+        change against the single-task baselines, %) when baselines are set and any was measured."""
+        if not self.single_task_baselines:
+            return {}
+        directions = {k: v for t in self.tasks for k, v in t.metric_directions().items()}
+        measured = {k: v for k, v in self.single_task_baselines.items() if k in directions and k in metrics}
+        return {"delta_m": delta_m(metrics, measured, directions)} if measured else {}
 
     @abstractmethod
     def model_kwargs(self) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 
 import torch
 import torchmetrics
@@ -31,6 +32,10 @@ class Task(ABC):
         """Test metrics named ``<prefix>/<metric>``; the test loss is handled by the trainer."""
         return torchmetrics.MetricCollection({})
 
+    def metric_directions(self) -> dict[str, bool]:
+        """Each metric's name -> whether higher is better (used by :func:`delta_m`)."""
+        return {}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
@@ -51,3 +56,22 @@ class WeightedMean(torchmetrics.Metric):
 
     def compute(self) -> Tensor:
         return self.total / self.count
+
+
+def delta_m(metrics: Mapping[str, float], baselines: Mapping[str, float],
+            higher_is_better: Mapping[str, bool]) -> float:
+    """Average relative change (%) of a multitask model against single-task baselines.
+
+    Δm = 100 / K · Σ_k (−1)^{l_k} (M_k − B_k) / B_k  over the K metrics k that have a baseline B_k,
+    with l_k = 1 when lower is better (Maninis et al. 2019; Vandenhende et al. 2021). Positive
+    Δm: the multitask model is better on average.
+    """
+    terms = []
+    for name, baseline in baselines.items():
+        if name not in metrics:
+            continue
+        sign = 1.0 if higher_is_better[name] else -1.0
+        terms.append(sign * (metrics[name] - baseline) / baseline)
+    if not terms:
+        raise ValueError(f"none of the baseline metrics {sorted(baselines)} was measured")
+    return 100.0 * sum(terms) / len(terms)

@@ -1,0 +1,76 @@
+"""Depth estimation (NYUv2; paper §5.1): squared loss (the paper) or L1, on the valid pixels only.
+
+A target depth of 0 (or below) marks a pixel without ground truth. Metrics are pixel-level sums over
+the whole test set (summed over processes), with N the number of valid pixels, d the target and
+d̂ the prediction (metres):
+
+    rmse    = sqrt(Σ (d̂ − d)² / N)      (the paper's "RMS Err. (m)", Table 1)
+    abs_err = Σ |d̂ − d| / N
+    rel_err = Σ |d̂ − d| / d / N
+"""
+
+from __future__ import annotations
+
+import torch
+import torchmetrics
+from torch import Tensor
+
+from gradnorm.tasks.base import Task
+
+LOSSES = ("l2", "l1")
+
+
+class Depth(Task):
+    """Per-pixel depth regression; ``loss="l2"`` (the paper's squared loss) or ``"l1"`` (MTAN's).
+
+    The loss is the mean over the valid pixels of the batch (0 when there are none).
+    """
+
+    out_channels = 1
+
+    def __init__(self, name: str = "depth", loss: str = "l2"):
+        super().__init__(name)
+        if loss not in LOSSES:
+            raise ValueError(f"depth loss must be one of {', '.join(LOSSES)}; got {loss!r}")
+        self.loss_type = loss
+
+    def loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        valid = target > 0
+        diff = (pred.float() - target) * valid
+        per_pixel = diff.square() if self.loss_type == "l2" else diff.abs()
+        return per_pixel.sum() / valid.sum().clamp(min=1)
+
+    def metrics(self) -> torchmetrics.MetricCollection:
+        return torchmetrics.MetricCollection({self.name: DepthMetrics(prefix=self.name)})
+
+    def metric_directions(self) -> dict[str, bool]:
+        return DepthMetrics.directions(self.name)
+
+
+class DepthMetrics(torchmetrics.Metric):
+    """RMSE, mean absolute and mean relative error over all valid test pixels."""
+
+    full_state_update = False
+
+    def __init__(self, prefix: str = "depth"):
+        super().__init__()
+        self.prefix = prefix
+        for state in ("squared", "absolute", "relative", "count"):
+            self.add_state(state, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    @staticmethod
+    def directions(prefix: str) -> dict[str, bool]:
+        return {f"{prefix}/rmse": False, f"{prefix}/abs_err": False, f"{prefix}/rel_err": False}
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        valid = target > 0
+        error = (pred.float() - target)[valid].abs()
+        self.squared += error.square().sum().double()
+        self.absolute += error.sum().double()
+        self.relative += (error / target[valid]).sum().double()
+        self.count += valid.sum()
+
+    def compute(self) -> dict[str, Tensor]:
+        return {f"{self.prefix}/rmse": (self.squared / self.count).sqrt(),
+                f"{self.prefix}/abs_err": self.absolute / self.count,
+                f"{self.prefix}/rel_err": self.relative / self.count}
