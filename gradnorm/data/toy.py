@@ -1,0 +1,103 @@
+"""The synthetic regression toy of the paper (§4, Figure 2; PAPER.md §2).
+
+Task i regresses f_i(x) = σ_i · tanh((B + ε_i) x), element-wise tanh, x ∈ R^250, outputs in R^100,
+with B and ε_i constant matrices of IID normal entries. The σ_i set the scale of each task's loss;
+that scale imbalance is what the balancers must handle.
+
+Choices where the paper is silent (docs/toy.md lists them with the reasons):
+* 10 and 3.5 are the standard deviations of B's and ε_i's entries (as public reimplementations do);
+* x is drawn uniformly in [−1, 1]^250 and rescaled to L2 norm ``input_norm``;
+* the train and test sets are fixed samples of ``num_train`` and ``num_test`` points;
+* for T=10 and no ``sigmas`` given, σ_i = |N(0, sigma_std²)| drawn with ``sigma_seed``, floored at
+  ``sigma_min``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from gradnorm.balancers.base import as_float
+from gradnorm.data.base import InMemoryData
+from gradnorm.tasks import Regression
+
+
+def draw_sigmas(num_tasks: int, sigma_std: float, sigma_seed: int, sigma_min: float) -> list[float]:
+    """σ_i ~ |N(0, sigma_std²)|, floored at ``sigma_min``, from their own fixed seed."""
+    generator = torch.Generator().manual_seed(int(sigma_seed))
+    draws = torch.randn(num_tasks, generator=generator, dtype=torch.float64).abs() * sigma_std
+    return [round(float(s), 4) for s in draws.clamp(min=sigma_min)]
+
+
+class ToyRegression(InMemoryData):
+    """T regression tasks that share B and differ by ε_i and the scale σ_i.
+
+    Args:
+        num_tasks: T.
+        sigmas: the σ_i (length T); ``None`` draws them (see :func:`draw_sigmas`).
+        seed: seed of B, the ε_i and the data points (the network's seed is separate).
+    """
+
+    def __init__(
+        self,
+        num_tasks: int = 2,
+        sigmas=(1.0, 100.0),
+        input_dim: int = 250,
+        output_dim: int = 100,
+        b_std: float = 10.0,
+        eps_std: float = 3.5,
+        input_norm: float = 1.0,
+        num_train: int = 2000,
+        num_test: int = 1000,
+        seed: int = 0,
+        sigma_std: float = 50.0,
+        sigma_seed: int = 0,
+        sigma_min: float = 1.0,
+        standardize_inputs: bool = True,
+    ):
+        if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
+            raise ValueError(f"dataset.num_tasks must be a positive integer, got {num_tasks!r}")
+        if sigmas is None:
+            sigmas = draw_sigmas(num_tasks, as_float(sigma_std, "dataset.sigma_std", minimum=0, strict=True),
+                                 sigma_seed, as_float(sigma_min, "dataset.sigma_min", minimum=0))
+        if isinstance(sigmas, str | int | float):
+            raise ValueError(f"dataset.sigmas must be a list of {num_tasks} positive numbers, got {sigmas!r}")
+        sigmas = [as_float(s, "dataset.sigmas", minimum=0, strict=True) for s in sigmas]
+        if len(sigmas) != num_tasks:
+            raise ValueError(f"dataset.sigmas must be a list of {num_tasks} positive numbers (one per task), "
+                             f"got {len(sigmas)}: {sigmas}")
+        for name, value in (("num_train", num_train), ("num_test", num_test), ("input_dim", input_dim),
+                            ("output_dim", output_dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"dataset.{name} must be a positive integer, got {value!r}")
+        self.sigmas = sigmas
+        self.input_dim = input_dim
+        self.tasks = [Regression(f"task_{i}", output_dim) for i in range(num_tasks)]
+
+        g = torch.Generator().manual_seed(int(seed))
+        self.B = torch.randn(output_dim, input_dim, generator=g) * as_float(b_std, "dataset.b_std", minimum=0)
+        self.epsilons = torch.randn(num_tasks, output_dim, input_dim, generator=g) * as_float(
+            eps_std, "dataset.eps_std", minimum=0)
+        norm = as_float(input_norm, "dataset.input_norm", minimum=0, strict=True)
+        self.train_inputs = _sample_inputs(num_train, input_dim, norm, g)
+        self.test_inputs = _sample_inputs(num_test, input_dim, norm, g)
+        self.train_targets = self.targets(self.train_inputs)
+        self.test_targets = self.targets(self.test_inputs)
+        if standardize_inputs:  # the network sees x with unit RMS per coordinate; f_i sees x itself
+            self.train_inputs = self.train_inputs * (input_dim**0.5 / norm)
+            self.test_inputs = self.test_inputs * (input_dim**0.5 / norm)
+
+    def targets(self, x: Tensor) -> dict[str, Tensor]:
+        """f_i(x) for every task i."""
+        return {
+            task.name: sigma * torch.tanh(x @ (self.B + eps).T)
+            for task, sigma, eps in zip(self.tasks, self.sigmas, self.epsilons)
+        }
+
+    def model_kwargs(self) -> dict:
+        return {"in_features": self.input_dim}
+
+
+def _sample_inputs(n: int, dim: int, norm: float, generator: torch.Generator) -> Tensor:
+    x = torch.rand(n, dim, generator=generator) * 2 - 1
+    return x / x.norm(dim=1, keepdim=True) * norm
