@@ -107,6 +107,9 @@ def _compose_or_exit(overrides: list[str], conf_dir: Path) -> None:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)
         OmegaConf.resolve(cfg)
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise ValueError(f"{missing[0]} has no value (???); set it on the command line, e.g. {missing[0]}=...")
     except Exception as err:  # noqa: BLE001 - Hydra raises several kinds; all are config errors
         lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
         message = "; ".join(lines[:2]) if lines else type(err).__name__
