@@ -4,6 +4,7 @@
     scripts/reproduce.py toy trainer.max_steps=200 seed=0  # extra Hydra overrides go to every sweep
     scripts/reproduce.py table1 hydra/launcher=submitit_slurm   # NYUv2 sweeps on a cluster
     scripts/reproduce.py toy --report-only                 # tables and figures from existing runs
+    scripts/reproduce.py toy_grid --sweeps static          # rerun one sweep (here: after its GradNorm runs)
     scripts/reproduce.py --list
 
 Each sweep is one ``python run.py -m ...`` (so a Hydra launcher plugin can take it elsewhere); its
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", type=Path, help="where the runs go / are read (default: runs/<name>)")
     parser.add_argument("--report-only", action="store_true", help="no training: report on existing runs")
     parser.add_argument("--dry-run", action="store_true", help="print the sweep commands, run nothing")
+    parser.add_argument("--sweeps", help="comma-separated subset of the experiment's sweeps to run (default: all)")
     parser.add_argument("--list", action="store_true", help="list the experiments and exit")
     args = parser.parse_intermixed_args(argv)
 
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         runs_dir = (args.runs_dir or experiment.runs).resolve()
         out_dir = (args.out or experiment.results).resolve()
         if not args.report_only:
-            code = run_sweeps(experiment, runs_dir, args.overrides, args.dry_run)
+            code = run_sweeps(experiment, runs_dir, args.overrides, args.dry_run, _chosen(experiment, args.sweeps))
             if code:
                 return code
         if args.dry_run:
@@ -75,11 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_sweeps(experiment, runs_dir: Path, extras: list[str], dry_run: bool) -> int:
-    """Run the experiment's sweeps in order; a configuration error (exit 2) stops everything."""
+def run_sweeps(experiment, runs_dir: Path, extras: list[str], dry_run: bool, sweeps: list[str]) -> int:
+    """Run the chosen sweeps in the experiment's order; a configuration error (exit 2) stops everything."""
     expected = expected_runs(experiment, extras)
     total = time.perf_counter()
-    for sweep in experiment.sweeps:
+    for sweep in sweeps:
         command = sweep_command(experiment, sweep, runs_dir, extras, python=sys.executable)
         count = expected[f"{experiment.name}/{sweep}"]
         print(f"==> [{experiment.name}] sweep {sweep!r}: {count} runs -> {_short(runs_dir / sweep)}", flush=True)
@@ -98,6 +100,17 @@ def run_sweeps(experiment, runs_dir: Path, extras: list[str], dry_run: bool) -> 
     if not dry_run:
         print(f"==> [{experiment.name}] all sweeps done in {time.perf_counter() - total:.0f} s", flush=True)
     return 0
+
+
+def _chosen(experiment, names: str | None) -> list[str]:
+    if not names:
+        return list(experiment.sweeps)
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in experiment.sweeps]
+    if unknown:
+        raise ExperimentError(f"unknown sweep {unknown[0]!r} of {experiment.name}; choose from: "
+                              f"{', '.join(experiment.sweeps)}")
+    return [n for n in experiment.sweeps if n in wanted]
 
 
 def _short(path: Path) -> str:

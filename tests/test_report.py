@@ -209,3 +209,73 @@ def test_sweep_commands_merge_extras_and_chain_static_runs(tmp_path):
     assert any(a.startswith("hydra.job.config.override_dirname.exclude_keys=[sweep_group,") for a in static)
     assert count_values("range(0,100)") == 100 and count_values("[depth],[seg],[normals]") == 3
     assert count_values("'a,b',c") == 2 and count_values("toy_t2") == 1
+
+
+def _write_fixed_run(path, balancer, seed, losses, mean_weights, **balancer_cfg):
+    path.mkdir(parents=True)
+    config = _config(balancer if balancer in TARGETS else "equal", seed)
+    if balancer == "grid":
+        config["balancer"] = {"_target_": "gradnorm.balancers.GridWeights", **balancer_cfg}
+    config["balancer"].update(balancer_cfg if balancer != "grid" else {})
+    metrics = {f"test_loss/task_{i}": v for i, v in enumerate(losses)}
+    (path / "summary.json").write_text(json.dumps({
+        "status": "completed", "task_names": ["task_0", "task_1"], "weights": mean_weights,
+        "mean_weights": mean_weights, "metrics": metrics, "steps": STEPS, "wall_time_s": 1.0, "config": config}))
+
+
+def test_grid_report_measures_distance_and_gain_against_same_seed_gradnorm(tmp_path):
+    _write_fixed_run(tmp_path / "gn", "gradnorm", 0, [1.0, 100.0], [1.8, 0.2], alpha=0.12)
+    _write_fixed_run(tmp_path / "gn_seed1", "gradnorm", 1, [9.0, 900.0], [1.0, 1.0], alpha=0.12)  # not seed 0
+    for k in range(1, 4):  # further from GradNorm's weights, worse: gain −5k %
+        _write_fixed_run(tmp_path / f"grid{k}", "grid", 0, [1.0 + 0.1 * k, 100.0], [1.8 - 0.4 * k, 0.2 + 0.4 * k],
+                         index=k)
+    _write_fixed_run(tmp_path / "static", "gradnorm_static", 0, [1.0, 101.0], [1.8, 0.2])
+    _write_fixed_run(tmp_path / "equal", "equal", 0, [1.5, 100.0], [1.0, 1.0])
+    files, verdicts = REPORTS["grid"](load_runs(tmp_path), tmp_path / "out", title="T")
+    assert {p.name for p in files} == {"grid_figure4.png", "grid_figure4.pdf", "grid_table.md"}
+    table = (tmp_path / "out" / "grid_table.md").read_text()
+    # Best grid point: k=1, distance ‖(−0.4, 0.4)‖ = 0.566, gain (−10 + 0)/2 = −5 %.
+    assert "| Best grid point (#1, seed 0) | (1.4, 0.60) | 0.566 | -5.00 | 1.10 | 100 |" in table
+    assert "Grid points: 3; beating GradNorm: 0; Pearson r(distance, % change) = -1.0." in table
+    by_id = {v.id: v for v in verdicts}
+    assert by_id["fig4.no_random_beats_gradnorm"].verdict == C.REPRODUCED
+    assert by_id["fig4.negative_correlation"].verdict == C.REPRODUCED
+    static = by_id["table1.static_close_to_gradnorm"]
+    # over equal: (100·0.5/1.5 − 1)/2 = 16.17 %; over GradNorm: (0 − 1)/2 = −0.5 %.
+    assert static.verdict == C.REPRODUCED and "16.2 (n=1)%" in static.evidence and "-0.500 (n=1)%" in static.evidence
+
+
+def test_alpha_report_gain_over_equal_and_weight_spread(tmp_path):
+    _write_fixed_run(tmp_path / "eq", "equal", 0, [1.0, 10.0], [1.0, 1.0])
+    for a in (0.5, 1.0, 2.0):
+        _write_fixed_run(tmp_path / f"gn{a}", "gradnorm", 0, [0.9, 10.0 * (1 - 0.1 * a)], [1 + 0.1 * a, 1 - 0.1 * a],
+                         alpha=a)
+    files, verdicts = REPORTS["alpha"](load_runs(tmp_path), tmp_path / "out", traces_alphas=[0.5, 2.0])
+    assert {p.name for p in files} == {"alpha_figure7.png", "alpha_figure7.pdf", "alpha_figure5.png",
+                                       "alpha_figure5.pdf", "alpha_table.md"}
+    by_id = {v.id: v for v in verdicts}
+    assert by_id["fig5.alpha_spreads_weights"].verdict == C.REPRODUCED
+    gain = by_id["fig7.gain_for_every_alpha"]
+    # α=1: (10 % + 10 %)/2 = 10 %.
+    assert gain.verdict == C.REPRODUCED and "α=1: 10.0%" in gain.evidence and gain.setting == "toy T=2"
+    assert "fig7.peak_near_1_5" not in by_id
+    assert "| 2 | 15.0 (n=1) | 0.200 (n=1) |" in (tmp_path / "out" / "alpha_table.md").read_text()
+
+
+def test_figure3_report_on_per_task_curves(tmp_path):
+    steps = np.arange(11)
+    for balancer, train_scale, test_error in (("equal", 1.0, 2.0), ("gradnorm", 1.5, 1.0), ("uncertainty", 1.2, 1.5)):
+        path = tmp_path / balancer
+        _write_nyuv2_run(path, balancer, 0, {"depth/rmse": test_error, "seg/err": 50 * test_error,
+                                             "normals/err": 0.1 * test_error})
+        history = {"step": steps}
+        for task in ("depth", "seg", "normals"):
+            history[f"train_loss/{task}"] = train_scale / (1 + steps)
+            history[f"test_loss/{task}"] = np.where(steps % 5 == 0, test_error / (1 + 0.1 * steps), np.nan)
+        pd.DataFrame(history).to_csv(path / "history.csv", index=False)
+    files, [verdict] = REPORTS["figure3"](load_runs(tmp_path), tmp_path / "out")
+    assert {p.name for p in files} == {"figure3.png", "figure3.pdf", "figure3.md"}
+    assert verdict.id == "fig3.less_overfitting" and verdict.setting == "NYUv2+seg segnet"
+    assert verdict.verdict == C.REPRODUCED
+    # last 10% of steps = steps 9 and 10: (1/10 + 1/11)/2 = 0.0955 (equal), ×1.5 = 0.143 (GradNorm)
+    assert "depth: train 0.143 vs 0.0955, depth/rmse 1.00 vs 2.00" in verdict.evidence

@@ -15,7 +15,7 @@ import numpy as np
 
 from gradnorm import io
 from gradnorm.report import claims as C
-from gradnorm.report.compare import completed_by_method, gains, setting_key
+from gradnorm.report.compare import completed_by_method, gains, setting_label
 from gradnorm.report.curves import band, seed_frame
 from gradnorm.report.stats import spearman
 from gradnorm.report.style import method_color, new_figure, save_figure, task_colors
@@ -25,17 +25,13 @@ STRONG_RANK_CORRELATION = 0.5   # Spearman ρ(α, spread) ≥ this: "reproduced"
 PEAK_RANGE = (1.0, 2.0)         # "peak near α = 1.5"
 
 
-def setting_name(key: tuple) -> str:
-    experiment, model, _ = key
-    return str(experiment) if experiment else str(model)
-
-
-def by_setting_and_alpha(runs: list) -> dict[tuple, dict[float, list]]:
-    out: dict[tuple, dict[float, list]] = {}
+def by_setting_and_alpha(runs: list) -> dict[str, dict[float, list]]:
+    """GradNorm runs -> {setting label: {α: runs}}."""
+    out: dict[str, dict[float, list]] = {}
     for run in completed_by_method(runs).get("gradnorm", []):
         alpha = float(run.config["balancer"]["alpha"])
-        out.setdefault(setting_key(run), {}).setdefault(alpha, []).append(run)
-    return {k: dict(sorted(v.items())) for k, v in out.items()}
+        out.setdefault(setting_label(run), {}).setdefault(alpha, []).append(run)
+    return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
 
 
 def spread(run) -> float:
@@ -64,8 +60,7 @@ def report(runs: list, out: Path, footer: str = "", prefix: str = "alpha_", metr
     files.append(io.write_text(out / f"{prefix}table.md", table_markdown(groups, gain, metrics, title) + "\n" + footer))
     results = []
     for key, alphas in groups.items():
-        setting = setting_name(key)
-        results += claims(alphas, gain[key], setting, prefix, check_peak)
+        results += claims(alphas, gain[key], key, prefix, check_peak)
     return files, results
 
 
@@ -78,7 +73,7 @@ def figure7(gain: dict, base: Path, title: str) -> list[Path]:
         means = np.array([by_alpha[a][0] for a in alphas])
         stds = np.nan_to_num(np.array([by_alpha[a][1] for a in alphas]))
         ax.errorbar(alphas, means, yerr=stds, marker="os^v"[i % 4], color=method_color("gradnorm"),
-                    ls=["-", "--", ":", "-."][i % 4], capsize=2, label=f"GradNorm, {setting_name(key)}")
+                    ls=["-", "--", ":", "-."][i % 4], capsize=2, label=f"GradNorm, {key}")
     ax.set_xlabel("α")
     ax.set_ylabel("avg % gain over equal weights")
     ax.set_title(title or "Gain over equal weights vs α (Figure 7)")
@@ -105,11 +100,11 @@ def figure5(groups: dict, traces_alphas, sigmas: bool, base: Path) -> list[Path]
                 ax.plot(stats.index, stats["mean"], color=colors[i], lw=1.1, label=name if len(names) <= 4 else None)
                 if len(runs) > 1:
                     ax.fill_between(stats.index, stats["min"], stats["max"], color=colors[i], alpha=0.15, lw=0)
-            ax.set_title(f"{setting_name(key)}: GradNorm α={fmt(alpha)} (mean of {len(runs)} seeds)")
+            ax.set_title(f"{key}: GradNorm α={alpha:g}\n(mean of {len(runs)} seeds, band min–max)")
             ax.set_xlabel("step")
             ax.set_ylabel("w_i(t)")
             limits.append(ax.get_ylim())
-            if len(names) <= 4:
+            if len(names) <= 4 and ax.get_legend_handles_labels()[0]:
                 ax.legend(frameon=False, fontsize=7)
         if limits:  # the same y axis for both α, so their spreads compare at a glance
             for col in range(len(limits)):
@@ -122,14 +117,14 @@ def figure5(groups: dict, traces_alphas, sigmas: bool, base: Path) -> list[Path]
 def table_markdown(groups: dict, gain: dict, metrics: list[str], title: str) -> str:
     keys = list(groups)
     alphas = sorted({a for by_alpha in groups.values() for a in by_alpha})
-    header = ["α"] + [f"{setting_name(k)}: % gain over equal" for k in keys] + [
-        f"{setting_name(k)}: spread of E_t[w]" for k in keys]
+    header = ["α"] + [f"{k}: % gain over equal" for k in keys] + [
+        f"{k}: spread of E_t[w]" for k in keys]
     rows = []
     for a in alphas:
         cells = [fmt_mean_std(*gain[k][a]) if a in gain[k] else "–" for k in keys]
         cells += [fmt_mean_std(*seed_stats([spread(r) for r in groups[k][a]])) if a in groups[k] else "–"
                   for k in keys]
-        rows.append([fmt(a)] + cells)
+        rows.append([f"{a:g}"] + cells)
     return (f"# {title or 'GradNorm α sweep (Figures 5 and 7)'}\n\n"
             "% gain over equal = average over tasks of 100·(err_equal − err)/err_equal against the same-seed "
             f"equal-weights run, metrics {', '.join(metrics)} (positive: GradNorm better). Spread = std over tasks "
@@ -146,14 +141,14 @@ def claims(by_alpha: dict, gain: dict, setting: str, prefix: str, check_peak: bo
     verdict = (C.NO_DATA if not math.isfinite(rho) else C.REPRODUCED if rho >= STRONG_RANK_CORRELATION
                else C.PARTLY if rho > 0 else C.NOT_REPRODUCED)
     out.append(C.ClaimResult("fig5.alpha_spreads_weights", setting, verdict, f"ρ={fmt(rho, 2)}; spread " + ", ".join(
-        f"α={fmt(a)}: {fmt(s)}" for a, s in zip(alphas, spreads)), check, f"{prefix}figure5.png"))
+        f"α={a:g}: {fmt(s)}" for a, s in zip(alphas, spreads)), check, f"{prefix}figure5.png"))
 
     tried = [a for a in alphas if 0 < a < 3 and gain[a][2]]
     positive = [a for a in tried if gain[a][0] > 0]
     check = ("mean over seeds of the average % gain over the same-seed equal-weights run, for every α in (0, 3) "
              "swept: all > 0: reproduced, some: partly, none: not reproduced")
     out.append(C.ClaimResult("fig7.gain_for_every_alpha", setting, C.graded(len(positive), len(tried)),
-                             ", ".join(f"α={fmt(a)}: {fmt(gain[a][0])}%" for a in tried) or "no equal-weights "
+                             ", ".join(f"α={a:g}: {fmt(gain[a][0])}%" for a in tried) or "no equal-weights "
                              "reference", check, f"{prefix}figure7.png"))
     if check_peak:
         finite = {a: g[0] for a, g in gain.items() if g[2] and math.isfinite(g[0])}
@@ -162,7 +157,7 @@ def claims(by_alpha: dict, gain: dict, setting: str, prefix: str, check_peak: bo
             best = max(finite, key=finite.get)
             verdict = C.REPRODUCED if PEAK_RANGE[0] <= best <= PEAK_RANGE[1] else C.NOT_REPRODUCED
             out.append(C.ClaimResult("fig7.peak_near_1_5", setting, verdict,
-                                     f"peak at α={fmt(best)} ({fmt(finite[best])}%)", check, f"{prefix}figure7.png"))
+                                     f"peak at α={best:g} ({fmt(finite[best])}%)", check, f"{prefix}figure7.png"))
         else:
             out.append(C.ClaimResult("fig7.peak_near_1_5", setting, C.NO_DATA, "no gains", check))
     return out

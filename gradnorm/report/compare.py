@@ -31,6 +31,15 @@ def setting_key(run: Run) -> tuple:
             run.choices.get("model") or run.config.get("model", {}).get("_target_"), tuple(run.task_names))
 
 
+def setting_label(run: Run) -> str:
+    """A readable name of a run's setting: "toy T=10", or "<data set> <model>" (e.g. "nyuv2 segnet")."""
+    dataset = run.config.get("dataset", {}).get("_target_", "")
+    if dataset.endswith("ToyRegression"):
+        return f"toy T={len(run.task_names)}"
+    model = run.choices.get("model") or str(run.config.get("model", {}).get("_target_", "")).rsplit(".")[-1]
+    return f"{run.choices.get('dataset') or dataset.rsplit('.')[-1]} {model}".strip()
+
+
 def metric_names(patterns: Sequence[str], run: Run) -> list[str]:
     """Expand ``test_loss/*`` into one metric per task of ``run``; other names stay as given."""
     out = []

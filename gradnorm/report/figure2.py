@@ -91,11 +91,11 @@ def figure(groups: dict[int, dict[str, list[Run]]], base: Path) -> list[Path]:
                 continue
             stats = band(frame)
             ax_w.plot(stats.index, stats["mean"], color=colors[i], lw=1.2,
-                      label=f"σ={sigmas[i]:g}" if T <= 4 else None)
+                      label=f"σ={sigmas[i]:.3g}" if T <= 4 else None)
             if frame.shape[1] > 1:
                 ax_w.fill_between(stats.index, stats["min"], stats["max"], color=colors[i], alpha=0.15, lw=0)
         alpha = _alpha(gradnorm)
-        ax_w.set_title(f"GradNorm α={alpha}: w_i(t) (mean of {len(gradnorm)} seeds, band min–max)")
+        ax_w.set_title(f"GradNorm α={alpha}: w_i(t)\n(mean of {len(gradnorm)} seeds, band min–max)")
         ax_w.set_xlabel("step")
         if T <= 4:
             ax_w.legend(frameon=False)
@@ -110,7 +110,7 @@ def figure(groups: dict[int, dict[str, list[Run]]], base: Path) -> list[Path]:
             if frame.shape[1] > 1:
                 ax_loss.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
                                      color=method_color(method), alpha=0.2, lw=0)
-        ax_loss.set_title("task-normalised test loss (mean ± std)")
+        ax_loss.set_title("task-normalised test loss\n(mean ± std over seeds)")
         ax_loss.set_ylabel("Σ_i L_i(t) / L_i(0)")
         ax_loss.set_xlabel("step")
         ax_loss.legend(frameon=False)
@@ -141,7 +141,7 @@ def table_markdown(groups: dict[int, dict[str, list[Run]]]) -> str:
         sigmas, names = toy_sigmas(any_run.config), any_run.task_names
         if T > 4:
             continue
-        header = ["Method"] + [f"{n} (σ={s:g})" for n, s in zip(names, sigmas)]
+        header = ["Method"] + [f"{n} (σ={s:.3g})" for n, s in zip(names, sigmas)]
         ratio_rows, weight_rows = [], []
         for method in METHODS:
             runs = groups[T].get(method, [])
@@ -175,7 +175,7 @@ def check_claims(T: int, by_method: dict[str, list[Run]], shown_in: str) -> list
         share = first[np.argmax(sigmas)] / first.sum()
         small, large = int(np.argmin(sigmas)), int(np.argmax(sigmas))
         out.append(C.ClaimResult("fig2.equal_swamped", setting, _by_rho(rho), (
-            f"ρ={fmt(rho, 2)}; q(σ={sigmas[small]:g})={fmt(q[small])}, q(σ={sigmas[large]:g})={fmt(q[large])}; "
+            f"ρ={fmt(rho, 2)}; q(σ={sigmas[small]:.3g})={fmt(q[small])}, q(σ={sigmas[large]:.3g})={fmt(q[large])}; "
             f"the largest-σ task is {100 * share:.2f}% of the initial test loss (n={len(equal)})"), check, shown_in))
     else:
         out.append(_no_data("fig2.equal_swamped", setting, check, "equal"))
@@ -188,7 +188,7 @@ def check_claims(T: int, by_method: dict[str, list[Run]], shown_in: str) -> list
         rho = spearman(sigmas, w)
         small, large = int(np.argmin(sigmas)), int(np.argmax(sigmas))
         out.append(C.ClaimResult("fig2.weights_favour_small_sigma", setting, _by_rho(rho), (
-            f"ρ={fmt(rho, 2)}; E_t[w] for σ={sigmas[small]:g}: {fmt(w[small])}, for σ={sigmas[large]:g}: "
+            f"ρ={fmt(rho, 2)}; E_t[w] for σ={sigmas[small]:.3g}: {fmt(w[small])}, for σ={sigmas[large]:.3g}: "
             f"{fmt(w[large])} (n={len(gradnorm)})"), check, shown_in))
     else:
         out.append(_no_data("fig2.weights_favour_small_sigma", setting, check, "gradnorm"))

@@ -22,6 +22,7 @@ from gradnorm.report.compare import (
     gains,
     metric_names,
     reference_for,
+    setting_label,
     static_claim,
     weight_distance,
 )
@@ -55,7 +56,7 @@ def report(runs: list, out: Path, footer: str = "", prefix: str = "grid_", metri
     static, equal = by_method.get("gradnorm_static", []), by_method.get("equal", [])
     pts = points(grid, gradnorm, metrics)
     r = pearson([p["distance"] for p in pts], [p["gain"] for p in pts])
-    setting = setting or (f"toy T={len(gradnorm[0].task_names)}" if gradnorm else "")
+    setting = setting or (setting_label(gradnorm[0]) if gradnorm else "")
     figure_name = f"{prefix}figure4"
     files = figure(pts, static, equal, gradnorm, metrics, r, out / figure_name, title)
     table = table_markdown(pts, static, equal, gradnorm, metrics, r, title)

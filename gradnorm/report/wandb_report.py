@@ -24,7 +24,7 @@ def log_report(experiment: str, files: list[Path], overrides: list[str]) -> bool
     logger = WandbLogger(project=settings.get("logger.project", defaults["project"]),
                          entity=settings.get("logger.entity") or defaults.get("entity"),
                          group=f"{experiment}/report", tags=["report", experiment], name=f"{experiment}-report",
-                         mode=settings.get("logger.mode", defaults["mode"]), dir=settings.get("logger.dir"))
+                         mode=settings.get("logger.mode", defaults["mode"]), dir=settings.get("logger.dir", str(ROOT)))
     logger.start({"experiment": experiment, "files": [p.name for p in files]}, ROOT, name=f"{experiment}-report")
     try:
         logger.log_artifact_files({p.stem if p.suffix != ".pdf" else p.name: p for p in files})
