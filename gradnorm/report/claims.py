@@ -43,15 +43,21 @@ def write_claims(out_dir: str | Path, experiment: str, results: list[ClaimResult
 
 
 def read_claims(root: str | Path) -> dict[str, list[ClaimResult]]:
-    """Every ``claims_*.json`` under ``root``: experiment -> its results (paths relative to root)."""
+    """Every ``claims_*.json`` under ``root``: experiment -> its results, with ``shown_in`` made
+    relative to ``root`` (e.g. ``toy/figure2.png``)."""
     out = {}
     root = Path(root)
     for path in sorted(root.rglob("claims_*.json")):
         try:
             data = json.loads(path.read_text())
-            out[data["experiment"]] = [ClaimResult(**c) for c in data["claims"]]
+            results = [ClaimResult(**c) for c in data["claims"]]
         except (OSError, json.JSONDecodeError, KeyError, TypeError):
             continue
+        folder = path.parent.relative_to(root).as_posix()
+        for result in results:
+            if result.shown_in and folder != ".":
+                result.shown_in = f"{folder}/{result.shown_in}"
+        out[data["experiment"]] = results
     return out
 
 

@@ -21,7 +21,7 @@ def completed_by_method(runs: Sequence[Run]) -> dict[str, list[Run]]:
     out: dict[str, list[Run]] = {}
     for run in runs:
         if run.status == "completed":
-            out.setdefault(method_of(run.config, run.choices, run.task_names)[0], []).append(run)
+            out.setdefault(method_of(run.config, run.choices)[0], []).append(run)
     return out
 
 

@@ -51,7 +51,7 @@ def group_by_t(runs: list[Run]) -> dict[int, dict[str, list[Run]]]:
     for run in runs:
         if run.status != "completed" or not run.task_names:
             continue
-        method, _ = method_of(run.config, run.choices, run.task_names)
+        method, _ = method_of(run.config, run.choices)
         if method in METHODS:
             out.setdefault(len(run.task_names), {}).setdefault(method, []).append(run)
     return dict(sorted(out.items()))

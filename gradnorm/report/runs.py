@@ -129,7 +129,7 @@ def balancer_name(config: dict, choices: dict) -> str:
     return BALANCER_NAMES.get(target.rsplit(".", 1)[-1]) or choices.get("balancer") or target.rsplit(".", 1)[-1]
 
 
-def method_of(config: dict, choices: dict, task_names: list[str]) -> tuple[str, str]:
+def method_of(config: dict, choices: dict) -> tuple[str, str]:
     """(method, label): ``single_task`` when one task of a multitask data set is trained."""
     balancer = balancer_name(config, choices)
     tasks = config.get("tasks")
@@ -151,7 +151,7 @@ def _row(run: Run, root) -> dict:
     summary = run.summary or {}
     config, choices = run.config, run.choices
     names = run.task_names
-    method, label = method_of(config, choices, names)
+    method, label = method_of(config, choices)
     balancer = balancer_name(config, choices)
     row = {
         "run_dir": _relative(run.path, root),

@@ -106,6 +106,7 @@ def runs_table(frame: pd.DataFrame, metrics: Sequence[str] | None = None) -> str
     keyed = frame.copy()
     for column in by:
         keyed[column] = keyed[column].fillna(DASH).astype(str) if column in keyed else DASH
+    keyed["tasks"] = [t if t.count("+") < 4 else f"{t.count('+') + 1} tasks" for t in keyed["tasks"]]
     stats = group_stats(keyed, by, metrics)
     header = ["experiment", "dataset", "model", "method", "tasks", "runs"] + list(metrics)
     rows = []
