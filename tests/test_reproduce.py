@@ -74,3 +74,14 @@ def test_dry_run_prints_every_sweep_command():
     assert [line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("==> [table1] sweep")] == [
         "single_task", "baselines", "gradnorm", "static"]
     assert "9 runs" in result.stdout and "hydra/launcher=submitit_slurm" in result.stdout
+
+
+def test_report_run_is_logged_to_wandb_offline_and_skipped_with_logger_none(tmp_path):
+    from gradnorm.report.wandb_report import log_report
+
+    table = tmp_path / "runs.csv"
+    pd.DataFrame({"method": ["equal"], "task_normalized_loss": [1.5]}).to_csv(table, index=False)
+    assert log_report("toy", [table], ["logger=none"]) is False
+    assert log_report("toy", [table], [f"logger.dir={tmp_path}", "logger.mode=offline"]) is True
+    [run] = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert list(run.glob("files/media/table/runs_*.table.json"))

@@ -37,9 +37,17 @@ def graded(passed: int, total: int) -> str:
     return REPRODUCED if passed == total else PARTLY if passed else NOT_REPRODUCED
 
 
-def write_claims(out_dir: str | Path, experiment: str, results: list[ClaimResult]) -> Path:
+def write_claims(out_dir: str | Path, experiment: str, results: list[ClaimResult], context: str = "") -> Path:
+    """``context``: one line on the runs behind the verdicts (how many, which settings)."""
     return io.write_json(Path(out_dir) / f"claims_{experiment}.json",
-                         {"experiment": experiment, "claims": [asdict(r) for r in results]})
+                         {"experiment": experiment, "context": context, "claims": [asdict(r) for r in results]})
+
+
+def read_context(path: str | Path) -> str:
+    try:
+        return str(json.loads(Path(path).read_text()).get("context", ""))
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return ""
 
 
 def read_claims(root: str | Path) -> dict[str, list[ClaimResult]]:

@@ -99,7 +99,7 @@ def table_markdown(pts, static, equal, gradnorm, metrics, r, title: str) -> str:
     rows = []
     gn_errors = np.array([errors(run, metrics) for run in gradnorm])
     gn_weights = np.nanmean([run.summary.get("mean_weights") for run in gradnorm], axis=0)
-    rows.append([f"GradNorm α={fmt(gradnorm[0].config['balancer'].get('alpha'))}", describe_weights(gn_weights),
+    rows.append([f"GradNorm α={float(gradnorm[0].config['balancer']['alpha']):g}", describe_weights(gn_weights),
                  "0", "0"] + [fmt_mean_std(*seed_stats(gn_errors[:, i])) for i in range(len(names))])
     for method, runs in (("gradnorm_static", static), ("equal", equal)):
         if not runs:
