@@ -31,13 +31,18 @@ def setting_key(run: Run) -> tuple:
             run.choices.get("model") or run.config.get("model", {}).get("_target_"), tuple(run.task_names))
 
 
+#: how tables name a data set (Hydra's dataset choice -> label)
+DATASET_LABELS = {"nyuv2": "NYUv2+seg"}
+
+
 def setting_label(run: Run) -> str:
-    """A readable name of a run's setting: "toy T=10", or "<data set> <model>" (e.g. "nyuv2 segnet")."""
+    """A readable name of a run's setting: "toy T=10", or "<data set> <model>" ("NYUv2+seg segnet")."""
     dataset = run.config.get("dataset", {}).get("_target_", "")
     if dataset.endswith("ToyRegression"):
         return f"toy T={len(run.task_names)}"
     model = run.choices.get("model") or str(run.config.get("model", {}).get("_target_", "")).rsplit(".")[-1]
-    return f"{run.choices.get('dataset') or dataset.rsplit('.')[-1]} {model}".strip()
+    name = run.choices.get("dataset") or dataset.rsplit(".")[-1]
+    return f"{DATASET_LABELS.get(name, name)} {model}".strip()
 
 
 def metric_names(patterns: Sequence[str], run: Run) -> list[str]:
