@@ -15,6 +15,7 @@ results folder, and ``REPORT.md`` next to that folder is regenerated. docs/exper
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import subprocess
 import sys
@@ -81,6 +82,9 @@ def run_sweeps(experiment, runs_dir: Path, extras: list[str], dry_run: bool, swe
     """Run the chosen sweeps in the experiment's order; a configuration error (exit 2) stops everything."""
     expected = expected_runs(experiment, extras)
     total = time.perf_counter()
+    if experiment.env:
+        print(f"==> [{experiment.name}] environment: " + " ".join(
+            f"{k}={os.environ.get(k, v)}" for k, v in experiment.env.items()), flush=True)
     for sweep in sweeps:
         command = sweep_command(experiment, sweep, runs_dir, extras, python=sys.executable)
         count = expected[f"{experiment.name}/{sweep}"]
@@ -91,7 +95,7 @@ def run_sweeps(experiment, runs_dir: Path, extras: list[str], dry_run: bool, swe
             continue
         clear_sweep_dir(runs_dir / sweep)
         start = time.perf_counter()
-        code = subprocess.call(command, cwd=ROOT)
+        code = subprocess.call(command, cwd=ROOT, env={**experiment.env, **os.environ})
         print(f"==> [{experiment.name}] sweep {sweep!r} finished in {time.perf_counter() - start:.0f} s "
               f"(exit {code})", flush=True)
         if code == EXIT_CONFIG:

@@ -254,7 +254,9 @@ def test_alpha_report_gain_over_equal_and_weight_spread(tmp_path):
     assert {p.name for p in files} == {"alpha_figure7.png", "alpha_figure7.pdf", "alpha_figure5.png",
                                        "alpha_figure5.pdf", "alpha_table.md"}
     by_id = {v.id: v for v in verdicts}
-    assert by_id["fig5.alpha_spreads_weights"].verdict == C.REPRODUCED
+    spread = by_id["fig5.alpha_spreads_weights"]
+    # std over tasks of (1 ± 0.1α): 0.05, 0.1, 0.2 -> ρ = 1, +300% from α=0.5 to α=2.
+    assert spread.verdict == C.REPRODUCED and "ρ=1.0; spread +300.0% from α=0.5 to α=2" in spread.evidence
     gain = by_id["fig7.gain_for_every_alpha"]
     # α=1: (10 % + 10 %)/2 = 10 %.
     assert gain.verdict == C.REPRODUCED and "α=1: 10.0%" in gain.evidence and gain.setting == "toy T=2"

@@ -8,6 +8,7 @@ A spec::
     results: results/toy            # where the tables and figures go
     runs: runs/toy_grid             # optional; default runs/<name>; may name another experiment's runs
     gpu: true                       # optional; NYUv2 experiments (REPORT.md says "needs NYUv2 on a GPU")
+    env: {OMP_NUM_THREADS: "1"}     # optional; environment of the sweeps (a variable already set wins)
     sweeps:                         # run in order, each as one `python run.py -m ...`
       <sweep>:
         <key>: <value>              # a Hydra override; "a,b,c" sweeps; "{runs}" = this experiment's runs dir
@@ -53,6 +54,7 @@ class Experiment:
     sweeps: dict[str, dict[str, str]]
     report: dict = field(default_factory=dict)
     gpu: bool = False
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def available(directory: Path = EXPERIMENTS_DIR) -> list[str]:
@@ -72,7 +74,8 @@ def load_experiment(name: str, directory: Path = EXPERIMENTS_DIR) -> Experiment:
     return Experiment(name=name, description=str(spec.get("description", "")), paper=str(spec.get("paper", "")),
                       results=ROOT / spec.get("results", f"results/{name}"),
                       runs=ROOT / spec.get("runs", f"runs/{name}"), sweeps=sweeps, report=report,
-                      gpu=bool(spec.get("gpu", False)))
+                      gpu=bool(spec.get("gpu", False)),
+                      env={str(k): str(v) for k, v in (spec.get("env") or {}).items()})
 
 
 def merged_overrides(experiment: Experiment, sweep: str, extras: list[str]) -> dict[str, str]:
