@@ -16,7 +16,7 @@ import numpy as np
 from gradnorm import io
 from gradnorm.report import claims as C
 from gradnorm.report.compare import completed_by_method, gains, setting_label
-from gradnorm.report.curves import band, seed_frame
+from gradnorm.report.curves import plot_band, seed_frame
 from gradnorm.report.stats import spearman
 from gradnorm.report.style import method_color, new_figure, save_figure, task_colors
 from gradnorm.report.tables import fmt, fmt_mean_std, markdown, seed_stats
@@ -95,12 +95,8 @@ def figure5(groups: dict, traces_alphas, sigmas: bool, base: Path) -> list[Path]
             names = runs[0].task_names
             colors = _task_colors(runs[0], sigmas)
             for i, name in enumerate(names):
-                stats = band(seed_frame(runs, f"weight/{name}"))
-                if stats.empty:
-                    continue
-                ax.plot(stats.index, stats["mean"], color=colors[i], lw=1.1, label=name if len(names) <= 4 else None)
-                if len(runs) > 1:
-                    ax.fill_between(stats.index, stats["min"], stats["max"], color=colors[i], alpha=0.15, lw=0)
+                plot_band(ax, seed_frame(runs, f"weight/{name}"), colors[i], name if len(names) <= 4 else None,
+                          spread="range")
             ax.set_title(f"{key}: GradNorm α={alpha:g}\n(mean of {len(runs)} seeds, band min–max)")
             ax.set_xlabel("step")
             ax.set_ylabel("w_i(t)")

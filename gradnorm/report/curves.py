@@ -39,16 +39,16 @@ def smooth(values: pd.Series, fraction: float = 0.01) -> pd.Series:
     return values.rolling(window, center=True, min_periods=1).mean()
 
 
-def plot_band(ax, frame: pd.DataFrame, color, label: str, spread: str = "std") -> None:
-    """Mean line with a band of ± std (``spread="std"``) or min–max (``"range"``) over seeds."""
+def plot_band(ax, frame: pd.DataFrame, color, label: str | None, spread: str = "std") -> None:
+    """Mean line with a band over seeds: ± std (``spread="std"``) or min–max (``"range"``, fainter)."""
     if frame.empty:
         return
     stats = band(frame)
     low, high = ((stats["mean"] - stats["std"], stats["mean"] + stats["std"]) if spread == "std"
                  else (stats["min"], stats["max"]))
-    ax.plot(stats.index, stats["mean"], color=color, label=label, lw=1.4)
+    ax.plot(stats.index, stats["mean"], color=color, label=label, lw=1.4 if spread == "std" else 1.2)
     if frame.shape[1] > 1:
-        ax.fill_between(stats.index, low, high, color=color, alpha=0.2, lw=0)
+        ax.fill_between(stats.index, low, high, color=color, alpha=0.2 if spread == "std" else 0.15, lw=0)
 
 
 def figure3(groups: dict[str, list[Run]], task_names: Sequence[str], out_base: str | Path,

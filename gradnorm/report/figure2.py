@@ -16,7 +16,7 @@ import numpy as np
 
 from gradnorm import io
 from gradnorm.report import claims as C
-from gradnorm.report.curves import band, seed_frame, series, smooth
+from gradnorm.report.curves import band, plot_band, seed_frame, series, smooth
 from gradnorm.report.paper import paper
 from gradnorm.report.runs import Run, method_of
 from gradnorm.report.stats import spearman
@@ -86,30 +86,16 @@ def figure(groups: dict[int, dict[str, list[Run]]], base: Path) -> list[Path]:
 
         gradnorm = by_method.get("gradnorm", [])
         for i, name in enumerate(names):
-            frame = seed_frame(gradnorm, f"weight/{name}")
-            if frame.empty:
-                continue
-            stats = band(frame)
-            ax_w.plot(stats.index, stats["mean"], color=colors[i], lw=1.2,
-                      label=f"σ={sigmas[i]:.3g}" if T <= 4 else None)
-            if frame.shape[1] > 1:
-                ax_w.fill_between(stats.index, stats["min"], stats["max"], color=colors[i], alpha=0.15, lw=0)
-        alpha = _alpha(gradnorm)
-        ax_w.set_title(f"GradNorm α={alpha}: w_i(t)\n(mean of {len(gradnorm)} seeds, band min–max)")
+            plot_band(ax_w, seed_frame(gradnorm, f"weight/{name}"), colors[i],
+                      f"σ={sigmas[i]:.3g}" if T <= 4 else None, spread="range")
+        ax_w.set_title(f"GradNorm α={_alpha(gradnorm)}: w_i(t)\n(mean of {len(gradnorm)} seeds, band min–max)")
         ax_w.set_xlabel("step")
         if T <= 4:
             ax_w.legend(frameon=False)
 
         for method in METHODS:
             frame = seed_frame(by_method.get(method, []), "task_normalized_loss")
-            if frame.empty:
-                continue
-            stats = band(frame)
-            ax_loss.plot(stats.index, stats["mean"], color=method_color(method), lw=1.4,
-                         label=f"{METHOD_LABELS[method]} (n={frame.shape[1]})")
-            if frame.shape[1] > 1:
-                ax_loss.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
-                                     color=method_color(method), alpha=0.2, lw=0)
+            plot_band(ax_loss, frame, method_color(method), f"{METHOD_LABELS[method]} (n={frame.shape[1]})")
         ax_loss.set_title("task-normalised test loss\n(mean ± std over seeds)")
         ax_loss.set_ylabel("Σ_i L_i(t) / L_i(0)")
         ax_loss.set_xlabel("step")
