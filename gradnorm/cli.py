@@ -98,6 +98,18 @@ def preflight(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
     _compose_or_exit([a for a in argv if "=" in a and not a.lstrip("+~").startswith("hydra")], conf_dir)
 
 
+def _one_line(err: Exception) -> str:
+    """Hydra/OmegaConf messages span lines; keep the first and the one that says why."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    cause = err.__cause__
+    if cause is not None:
+        lines += [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+    if not lines:
+        return type(err).__name__
+    why = next((ln for ln in lines[1:] if ln.startswith(("Key ", "Could not", "mismatched", "Value "))), None)
+    return f"{lines[0]} ({why})" if why and why != lines[0] else lines[0]
+
+
 def _compose_or_exit(overrides: list[str], conf_dir: Path) -> None:
     """Compose once, as Hydra will, so that a bad key or value fails with one line."""
     from hydra import compose, initialize_config_dir
@@ -107,12 +119,8 @@ def _compose_or_exit(overrides: list[str], conf_dir: Path) -> None:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)
         OmegaConf.resolve(cfg)
-        missing = sorted(OmegaConf.missing_keys(cfg))
-        if missing:
-            raise ValueError(f"{missing[0]} has no value (???); set it on the command line, e.g. {missing[0]}=...")
     except Exception as err:  # noqa: BLE001 - Hydra raises several kinds; all are config errors
-        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-        message = "; ".join(lines[:2]) if lines else type(err).__name__
+        message = _one_line(err)
         print(f"error: {message}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
     finally:

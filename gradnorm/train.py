@@ -209,9 +209,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 def build(node, name: str, **kwargs):
     """``hydra.utils.instantiate`` with constructor errors turned into one-line ConfigErrors."""
     from hydra.errors import InstantiationException
+    from omegaconf.errors import MissingMandatoryValue
 
     try:
         return instantiate(node, **kwargs)
+    except MissingMandatoryValue as err:
+        key = getattr(err, "full_key", "") or "a value"
+        raise ConfigError(f"{name}: {key} is required but not set (e.g. {key}=...)") from None
     except InstantiationException as err:
         cause = err.__cause__
         if isinstance(cause, ValueError | TypeError):

@@ -87,5 +87,4 @@ def test_cli_reports_a_missing_from_run_in_one_line():
     result = subprocess.run([sys.executable, "run.py", "balancer=gradnorm_static", "logger=none"],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip() == ("error: balancer.from_run has no value (???); set it on the command line, "
-                                     "e.g. balancer.from_run=...")
+    assert result.stderr.strip() == "error: balancer: balancer.from_run is required but not set (e.g. balancer.from_run=...)"

@@ -48,7 +48,7 @@ class Uncertainty(Balancer):
         # ∂L_unc/∂s_i = 1 − w_i L_i, on the global batch when data-parallel.
         mean_losses = self._global_mean(losses.detach())
         self._grad = 1.0 - w * mean_losses
-        return {"uncertainty/objective": float((w * mean_losses).sum() + self.log_variances.sum())}
+        return {"uncertainty/objective": float((w * mean_losses).sum() + self.log_variances.detach().sum())}
 
     def step(self) -> None:
         if self._grad is None:

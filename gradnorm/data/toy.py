@@ -6,7 +6,9 @@ that scale imbalance is what the balancers must handle.
 
 Choices where the paper is silent (docs/toy.md lists them with the reasons):
 * 10 and 3.5 are the standard deviations of B's and ε_i's entries (as public reimplementations do);
-* x is drawn uniformly in [−1, 1]^250 and rescaled to L2 norm ``input_norm``;
+* x is drawn uniformly in [−1, 1]^250 and rescaled to L2 norm ``input_norm`` (0.1: the entries of
+  (B + ε_i) x then have a standard deviation of about 1, so tanh is neither linear nor saturated);
+  the network receives x standardised to unit RMS per coordinate (``standardize_inputs``);
 * the train and test sets are fixed samples of ``num_train`` and ``num_test`` points;
 * for T=10 and no ``sigmas`` given, σ_i = |N(0, sigma_std²)| drawn with ``sigma_seed``, floored at
   ``sigma_min``.
@@ -46,7 +48,7 @@ class ToyRegression(InMemoryData):
         output_dim: int = 100,
         b_std: float = 10.0,
         eps_std: float = 3.5,
-        input_norm: float = 1.0,
+        input_norm: float = 0.1,
         num_train: int = 2000,
         num_test: int = 1000,
         seed: int = 0,

@@ -1,0 +1,35 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = str(ROOT / "conf")
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+
+def compose_config(*overrides: str):
+    """The config `python run.py <overrides>` would get (without Hydra's runtime keys)."""
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def tiny_toy(*overrides: str):
+    """A toy config that trains in well under a second."""
+    return compose_config("logger=none", "trainer.progress=false", "trainer.max_steps=6", "trainer.eval_every=3",
+                          "dataset.num_train=200", "dataset.num_test=100", "trainer.batch_size=20", *overrides)
+
+
+def run_cli(*args: str, cwd=ROOT, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="disabled", HYDRA_FULL_ERROR="0", PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def hydra_cfg():
+    return compose_config
