@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint reproduce-toy bench smoke-nyuv2 clean
+.PHONY: help install test lint reproduce-toy reproduce-toy-all report bench smoke-nyuv2 clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -28,6 +28,7 @@ reproduce-toy: $(STAMP) ## the toy reproduction (paper Figure 2): sweep, then re
 
 bench: $(STAMP) ## step time and memory of every balancer vs equal weights -> results/bench/ (BENCH_ARGS="--quick")
 	$(PY) scripts/bench.py $(BENCH_ARGS)
+
 # NYUv2 on generated data (docs/nyuv2.md): every backbone x {equal, gradnorm}, 3 CPU steps each at 32x48.
 # One thread per process: faster at this size. No checkpoints (they would take ~2 GB); the rest as a real run.
 # The sweep varies model= under one preset (the presets differ only in the model): Hydra composes a
@@ -46,6 +47,14 @@ smoke-nyuv2: $(STAMP) ## NYUv2 pipeline on fake data: 3 backbones x {equal, grad
 	runs = {p.parent.name: json.loads(p.read_text()) for p in pathlib.Path('$(SMOKE_NYUV2_RUNS)').glob('*/summary.json')}; \
 	bad = {k: s.get('error') for k, s in runs.items() if s['status'] != 'completed'}; \
 	print(f'smoke-nyuv2: {len(runs)} runs, failed: {bad or None}'); sys.exit(1 if bad or len(runs) != 6 else 0)"
+
+reproduce-toy-all: $(STAMP) ## Figure 2, toy grid search + GradNorm static (Fig. 4), toy α sweep (Figs. 5, 7): results/toy/
+	$(PY) scripts/reproduce.py toy $(ARGS)
+	$(PY) scripts/reproduce.py toy_grid $(ARGS)
+	$(PY) scripts/reproduce.py toy_alpha $(ARGS)
+
+report: $(STAMP) ## tables, figures, results/REPORT.md from existing runs (RUNS=dir: just aggregate that folder)
+	$(if $(RUNS),$(PY) scripts/report.py $(RUNS),$(PY) scripts/report.py --all)
 
 clean: ## remove run outputs (not results/)
 	rm -rf outputs multirun runs wandb

@@ -64,13 +64,20 @@ class WandbLogger(Logger):
                 self.run.summary[key] = value
 
     def log_artifact_files(self, files):
+        """PNGs as images, CSVs as tables (dashboard panels), and all files as one "results" artifact."""
         if self.run is None:
             return
+        import pandas as pd
         import wandb
 
         images = {k: wandb.Image(str(v)) for k, v in files.items() if str(v).endswith(".png")}
-        if images:
-            self.run.log(images)
+        tables = {k: wandb.Table(dataframe=pd.read_csv(v)) for k, v in files.items() if str(v).endswith(".csv")}
+        if images or tables:
+            self.run.log({**images, **tables})
+        artifact = wandb.Artifact(name=f"{self.run.name or 'results'}-files".replace("/", "-"), type="results")
+        for path in files.values():
+            artifact.add_file(str(path))
+        self.run.log_artifact(artifact)
 
     def finish(self, exit_code=0):
         if self.run is not None:

@@ -1,0 +1,123 @@
+"""Verdicts on the paper's claims: written by each experiment's report as ``claims_<experiment>.json``
+next to its tables, and gathered into ``README.md`` (one results folder) and ``results/REPORT.md``.
+
+A verdict is computed by code from the runs, with the check spelled out in ``check`` and the
+numbers in ``evidence``. Seeds are never selected; every completed run of a group counts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from gradnorm import io
+from gradnorm.report.paper import paper
+from gradnorm.report.tables import markdown
+
+REPRODUCED, PARTLY, NOT_REPRODUCED, NO_DATA = "reproduced", "partly reproduced", "not reproduced", "no data"
+
+
+@dataclass
+class ClaimResult:
+    """One verdict on one claim (``id`` from paper_numbers.yaml) in one setting (e.g. "toy T=2")."""
+
+    id: str
+    setting: str
+    verdict: str
+    evidence: str
+    check: str
+    shown_in: str = ""
+
+
+def graded(passed: int, total: int) -> str:
+    """all parts hold -> reproduced, some -> partly, none -> not reproduced."""
+    if total == 0:
+        return NO_DATA
+    return REPRODUCED if passed == total else PARTLY if passed else NOT_REPRODUCED
+
+
+def write_claims(out_dir: str | Path, experiment: str, results: list[ClaimResult], context: str = "") -> Path:
+    """``context``: one line on the runs behind the verdicts (how many, which settings)."""
+    return io.write_json(Path(out_dir) / f"claims_{experiment}.json",
+                         {"experiment": experiment, "context": context, "claims": [asdict(r) for r in results]})
+
+
+def read_context(path: str | Path) -> str:
+    try:
+        return str(json.loads(Path(path).read_text()).get("context", ""))
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return ""
+
+
+def read_claims(root: str | Path) -> dict[str, list[ClaimResult]]:
+    """Every ``claims_*.json`` under ``root``: experiment -> its results, with ``shown_in`` made
+    relative to ``root`` (e.g. ``toy/figure2.png``)."""
+    out = {}
+    root = Path(root)
+    for path in sorted(root.rglob("claims_*.json")):
+        try:
+            data = json.loads(path.read_text())
+            results = [ClaimResult(**c) for c in data["claims"]]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            continue
+        folder = path.parent.relative_to(root).as_posix()
+        for result in results:
+            if result.shown_in and folder != ".":
+                result.shown_in = f"{folder}/{result.shown_in}"
+        out[data["experiment"]] = results
+    return out
+
+
+def claims_markdown(results: list[ClaimResult], with_checks: bool = True) -> str:
+    """A table of verdicts, then (optionally) the precise check behind each."""
+    by_id = {c["id"]: c for c in paper()["claims"]}
+    rows = [[f"{by_id.get(r.id, {}).get('text', r.id)} ({by_id.get(r.id, {}).get('section', '')})",
+             r.setting, f"**{r.verdict}**", r.evidence, r.shown_in] for r in results]
+    text = markdown(["Claim (paper section)", "Setting", "Verdict", "Numbers", "Shown in"], rows, "lllll")
+    if with_checks:
+        checks = {}
+        for r in results:
+            checks.setdefault(r.id, r.check)
+        text += "\nHow each verdict is computed:\n\n" + "\n".join(
+            f"- `{cid}`: {check}" for cid, check in checks.items()) + "\n"
+    return text
+
+
+def paper_report(root: str | Path, gpu_experiments: set[str], commands: dict[str, str]) -> str:
+    """``REPORT.md``: every claim of paper_numbers.yaml with the verdicts found under ``root``.
+
+    Args:
+        gpu_experiments: experiments that need NYUv2 on a GPU (their claims say so while not run).
+        commands: experiment -> how to run it, for claims whose experiment has not run yet.
+    """
+    found = read_claims(root)
+    rows, used = [], []
+    for claim in paper()["claims"]:
+        label = f"{claim['text']} ({claim['section']})"
+        hits = [(exp, r) for exp in claim["experiments"] for r in found.get(exp, []) if r.id == claim["id"]]
+        for exp, result in hits:
+            rows.append([label, f"{result.setting} (`{exp}`)", f"**{result.verdict}**", result.evidence,
+                         result.shown_in])
+            used.append(result)
+        ran = {exp for exp, _ in hits}
+        for exp in claim["experiments"]:
+            if exp in ran:
+                continue
+            verdict = claim.get("otherwise", "needs NYUv2 on a GPU") if exp in gpu_experiments else "not run yet"
+            rows.append([label, f"`{exp}`", verdict, f"run `{commands.get(exp, exp)}`", ""])
+        if not claim["experiments"]:
+            rows.append([label, "–", claim.get("otherwise", "not covered"), "", ""])
+    checks = {}
+    for r in used:
+        checks.setdefault(r.id, r.check)
+    text = ("# GradNorm reproduction: the paper's claims and our verdicts\n\n"
+            f"Generated by `scripts/report.py` from the `claims_*.json` files under `{Path(root).name}/`; do not "
+            "edit by hand. Paper: " + paper()["paper"] + ". Verdicts are computed by code from every "
+            "completed run (no seed selection); the checks are defined below and in docs/reporting.md.\n\n")
+    text += markdown(["Claim (paper section)", "Setting (experiment)", "Verdict", "Numbers", "Shown in"], rows,
+                     "lllll")
+    if checks:
+        text += "\nHow each verdict is computed:\n\n" + "\n".join(
+            f"- `{cid}`: {check}" for cid, check in checks.items()) + "\n"
+    return text

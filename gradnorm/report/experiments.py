@@ -1,0 +1,249 @@
+"""The paper's experiments as data: ``experiments/<name>.yaml`` names the sweeps (Hydra multirun
+overrides) and the report that turns the finished run directories into tables and figures.
+
+A spec::
+
+    description: one line
+    paper: the figure or table it reproduces
+    results: results/toy            # where the tables and figures go
+    runs: runs/toy_grid             # optional; default runs/<name>; may name another experiment's runs
+    gpu: true                       # optional; NYUv2 experiments (REPORT.md says "needs NYUv2 on a GPU")
+    env: {OMP_NUM_THREADS: "1"}     # optional; environment of the sweeps (a variable already set wins)
+    sweeps:                         # run in order, each as one `python run.py -m ...`
+      <sweep>:
+        <key>: <value>              # a Hydra override; "a,b,c" sweeps; "{runs}" = this experiment's runs dir
+    report:
+      kind: figure2 | grid | alpha | table1 | figure3
+      <parameters of that report>
+
+Runs land in ``<runs>/<sweep>/<job>``; every run gets ``sweep_group=<name>/<sweep>`` (its W&B group).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from gradnorm import io
+from gradnorm.report.runs import load_runs, runs_frame
+from gradnorm.report.tables import not_completed_section
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPERIMENTS_DIR = ROOT / "experiments"
+RUN_PY = ROOT / "run.py"
+#: override keys that never name a run directory (long, contain "/", or identical in a sweep)
+_NOT_IN_DIRNAME = ("sweep_group", "balancer.from_run", "hydra.sweep.subdir")
+
+
+class ExperimentError(ValueError):
+    """A bad experiment name or spec; the message is one line."""
+
+
+@dataclass
+class Experiment:
+    name: str
+    description: str
+    paper: str
+    results: Path
+    runs: Path
+    sweeps: dict[str, dict[str, str]]
+    report: dict = field(default_factory=dict)
+    gpu: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def available(directory: Path = EXPERIMENTS_DIR) -> list[str]:
+    return sorted(p.stem for p in directory.glob("*.yaml"))
+
+
+def load_experiment(name: str, directory: Path = EXPERIMENTS_DIR) -> Experiment:
+    path = directory / f"{name}.yaml"
+    if not path.is_file():
+        raise ExperimentError(f"unknown experiment {name!r}; choose one of: {', '.join(available(directory))}")
+    spec = yaml.safe_load(path.read_text()) or {}
+    sweeps = {str(k): {str(key): _as_override_value(v) for key, v in (overrides or {}).items()}
+              for k, overrides in (spec.get("sweeps") or {}).items()}
+    report = dict(spec.get("report") or {})
+    if "kind" not in report:
+        raise ExperimentError(f"{path}: report.kind is missing")
+    return Experiment(name=name, description=str(spec.get("description", "")), paper=str(spec.get("paper", "")),
+                      results=ROOT / spec.get("results", f"results/{name}"),
+                      runs=ROOT / spec.get("runs", f"runs/{name}"), sweeps=sweeps, report=report,
+                      gpu=bool(spec.get("gpu", False)),
+                      env={str(k): str(v) for k, v in (spec.get("env") or {}).items()})
+
+
+def merged_overrides(experiment: Experiment, sweep: str, extras: list[str]) -> dict[str, str]:
+    """The sweep's overrides with the user's extra ``key=value`` arguments on top.
+
+    An extra whose key some sweep of the experiment sets replaces it in those sweeps only (e.g.
+    ``balancer.index=range(0,5)`` shrinks the grid sweep); any other extra goes to every sweep
+    (e.g. ``trainer.max_steps=100``, ``hydra/launcher=submitit_slurm``).
+    """
+    merged = dict(experiment.sweeps[sweep])
+    spec_keys = {k for overrides in experiment.sweeps.values() for k in overrides}
+    for arg in extras:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise ExperimentError(f"extra argument {arg!r} is not a Hydra override key=value")
+        bare = key.lstrip("+~")
+        if bare in spec_keys and bare not in merged:
+            continue
+        merged.pop(bare, None)
+        merged[key] = value
+    return merged
+
+
+def sweep_command(experiment: Experiment, sweep: str, runs_dir: Path, extras: list[str],
+                  python: str = "python") -> list[str]:
+    """``python run.py -m <overrides> hydra.sweep.dir=<runs>/<sweep> ...`` for one sweep."""
+    overrides = merged_overrides(experiment, sweep, extras)
+    # Job directories are named by the keys that vary; fixed extras (e.g. trainer.max_steps=4) stay out.
+    excluded = [k.lstrip("+~") for k, v in overrides.items()
+                if k.lstrip("+~") in _NOT_IN_DIRNAME or (k not in experiment.sweeps[sweep] and count_values(v) == 1)]
+    args = [f"{k}={v.replace('{runs}', str(runs_dir))}" for k, v in overrides.items()]
+    hydra_args = [f"hydra.sweep.dir={runs_dir / sweep}",
+                  f"hydra.job.config.override_dirname.exclude_keys=[{','.join(['sweep_group'] + excluded)}]",
+                  f"++sweep_group={experiment.name}/{sweep}"]
+    if not any(k == "hydra.sweep.subdir" for k in overrides):
+        hydra_args.append("hydra.sweep.subdir=${hydra:job.override_dirname}")
+    return [python, str(RUN_PY), "-m", *args, *hydra_args]
+
+
+def expected_runs(experiment: Experiment, extras: list[str], runs_dir: Path | None = None) -> dict[str, int]:
+    """sweep group -> number of jobs its multirun launches (or launched: read from the sweep's
+    ``multirun.yaml`` under ``runs_dir`` when it exists, so a report on old runs counts what ran)."""
+    out = {}
+    for sweep in experiment.sweeps:
+        launched = _launched_overrides(runs_dir / sweep) if runs_dir else None
+        values = launched if launched is not None else merged_overrides(experiment, sweep, extras)
+        out[f"{experiment.name}/{sweep}"] = math.prod(
+            count_values(v) for k, v in values.items() if not k.startswith("hydra"))
+    return out
+
+
+def _launched_overrides(sweep_dir: Path) -> dict[str, str] | None:
+    try:
+        task = yaml.safe_load((sweep_dir / "multirun.yaml").read_text())["hydra"]["overrides"]["task"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    return dict(str(o).partition("=")[::2] for o in task)
+
+
+def count_values(value: str) -> int:
+    """How many jobs a Hydra override value sweeps: ``a,b,c`` -> 3, ``range(0,10)`` -> 10, ``[a,b]`` -> 1."""
+    value = value.strip()
+    match = re.fullmatch(r"range\((-?\d+)\s*,\s*(-?\d+)(?:\s*,\s*(-?\d+))?\)", value)
+    if match:
+        start, stop, step = int(match[1]), int(match[2]), int(match[3] or 1)
+        return len(range(start, stop, step))
+    match = re.fullmatch(r"range\((\d+)\)", value)
+    if match:
+        return int(match[1])
+    depth, quote, parts = 0, None, 1
+    for char in value:
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[({":
+            depth += 1
+        elif char in "])}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts += 1
+    return parts
+
+
+def clear_sweep_dir(path: Path) -> None:
+    """Remove a previous sweep's run directories (runs/ is scratch); refuse anything else."""
+    if not path.exists():
+        return
+    if not ((path / "multirun.yaml").is_file() or any(path.rglob("summary.json")) or any(path.rglob(".hydra"))):
+        if any(path.iterdir()):
+            raise ExperimentError(f"{path} exists and does not look like a sweep directory; move it away first")
+    shutil.rmtree(path)
+
+
+def build_report(experiment: Experiment, runs_dir: Path, out_dir: Path, extras: list[str] | None = None) -> list[Path]:
+    """Aggregate the runs under ``runs_dir`` and write the experiment's tables, figures and verdicts."""
+    from gradnorm.report import REPORTS, claims
+
+    kind = experiment.report.get("kind")
+    if kind not in REPORTS:
+        raise ExperimentError(f"experiment {experiment.name}: unknown report kind {kind!r}; "
+                              f"choose one of: {', '.join(sorted(REPORTS))}")
+    runs = load_runs(runs_dir)
+    if not runs:
+        raise ExperimentError(f"no run directories under {runs_dir}: run `scripts/reproduce.py {experiment.name}` "
+                              "first (or pass --runs-dir)")
+    frame = runs_frame(runs, runs_dir)
+    params = {k: v for k, v in experiment.report.items() if k != "kind"}
+    prefix = params.get("prefix", "")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [io.save_csv(out_dir / f"{prefix}runs.csv", frame)]
+    footer = not_completed_section(frame, expected_runs(experiment, extras or [], runs_dir))
+    made, verdicts = REPORTS[kind](runs, out_dir, footer=footer, **params)
+    files += made
+    files.append(claims.write_claims(out_dir, experiment.name, verdicts, _context(frame, runs_dir)))
+    files.append(write_results_readme(out_dir))
+    files.append(write_paper_report(out_dir.parent))
+    return files
+
+
+def write_results_readme(out_dir: Path) -> Path:
+    """``README.md`` of a results folder: per experiment reported into it, its files and verdicts."""
+    from gradnorm.report.claims import claims_markdown, read_claims, read_context
+
+    lines = [f"# {out_dir.name}: results and verdicts\n",
+             "Generated by `scripts/reproduce.py` / `scripts/report.py` (docs/experiments.md, docs/reporting.md); "
+             "do not edit by hand.\n"]
+    found = read_claims(out_dir)
+    specs = {exp: load_experiment(exp) for exp in found if exp in available()}
+    prefixes = {exp: spec.report.get("prefix", "") for exp, spec in specs.items()}
+    files = sorted(p.name for p in out_dir.iterdir() if p.is_file() and p.name != "README.md"
+                   and not p.name.startswith(("claims_", ".")))
+    for exp, results in found.items():
+        spec = specs.get(exp)
+        lines.append(f"## `{exp}`: {spec.description} ({spec.paper})\n" if spec else f"## `{exp}`\n")
+        context = read_context(out_dir / f"claims_{exp}.json")
+        if context:
+            lines.append(context + "\n")
+        mine = prefixes.get(exp, "")
+        longer = [p for p in prefixes.values() if len(p) > len(mine)]
+        own = [n for n in files if n.startswith(mine) and not n.startswith(tuple(longer))] if longer else [
+            n for n in files if n.startswith(mine)]
+        lines.append("Files: " + ", ".join(f"`{n}`" for n in own + [f"claims_{exp}.json"]) + "\n")
+        lines.append(claims_markdown(results))
+    return io.write_text(out_dir / "README.md", "\n".join(lines) + "\n")
+
+
+def _context(frame, runs_dir: Path) -> str:
+    """The runs behind a report: counts by status and the training lengths used."""
+    counts = ", ".join(f"{v} {k}" for k, v in frame["status"].value_counts().items())
+    steps = sorted({int(s) for s in frame["max_steps"].dropna()}) if "max_steps" in frame else []
+    return (f"{len(frame)} runs ({counts}) under `{runs_dir.name}/`; trainer.max_steps = "
+            f"{', '.join(map(str, steps)) or '–'}.")
+
+
+def write_paper_report(results_root: Path) -> Path:
+    """``REPORT.md`` in ``results_root``: every testable claim of the paper with its verdicts."""
+    from gradnorm.report.claims import paper_report
+
+    specs = [load_experiment(n) for n in available()]
+    gpu = {s.name for s in specs if s.gpu}
+    commands = {s.name: f"scripts/reproduce.py {s.name}" for s in specs}
+    return io.write_text(results_root / "REPORT.md", paper_report(results_root, gpu, commands))
+
+
+def _as_override_value(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(_as_override_value(v) for v in value)
+    return str(value)

@@ -1,0 +1,153 @@
+"""NYUv2+seg: Table 1 (paper §5) per backbone with the paper's numbers beside ours, and Figure 3.
+
+Rows and columns come from ``paper_numbers.yaml`` (``table1``): single-task baselines (one per task),
+equal weights, uncertainty, GradNorm static and GradNorm α=1.5; one column pair (ours | paper) per
+task metric. The paper's numbers are for VGG SegNet; other backbones show ``–`` there.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from gradnorm import io
+from gradnorm.report import claims as C
+from gradnorm.report.compare import completed_by_method, errors, static_claim
+from gradnorm.report.curves import figure3, seed_frame
+from gradnorm.report.paper import paper
+from gradnorm.report.tables import DASH, fmt, fmt_mean_std, markdown, seed_stats
+
+OVERHEAD_OK, OVERHEAD_PARTLY = 0.10, 0.20   # GradNorm's extra wall time: ≤10% reproduced, ≤20% partly
+LATE_FRACTION = 0.1                          # "final training loss" = mean over the last 10% of steps
+
+
+def spec() -> dict:
+    return paper()["table1"]
+
+
+def by_model(runs: list) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for run in runs:
+        model = run.choices.get("model") or str(run.config.get("model", {}).get("_target_", "")).rsplit(".")[-1]
+        out.setdefault(model, []).append(run)
+    return out
+
+
+def row_runs(row: dict, by_method: dict[str, list]) -> list:
+    """The completed runs of one Table 1 row."""
+    method = row["method"]
+    runs = by_method.get(method, [])
+    if method == "single_task":
+        return [r for r in runs if r.task_names == [row["task"]]]
+    if method == "gradnorm" and "alpha" in row:
+        return [r for r in runs if math.isclose(float(r.config["balancer"]["alpha"]), float(row["alpha"]))]
+    return runs
+
+
+def report(runs: list, out: Path, footer: str = "", prefix: str = "", models=("segnet", "resnet", "fcn"),
+           ) -> tuple[list[Path], list[C.ClaimResult]]:
+    """Write ``<prefix>table1.md``; verdicts on Table 1's claims and on GradNorm's time overhead."""
+    table = spec()
+    columns = table["columns"]
+    metrics = [c["metric"] for c in columns]
+    text = (f"# NYUv2+seg: {table['section']}\n\nTest error, lower is better; ours: mean ± std over seeds (n runs), "
+            f"final step. Paper numbers: {paper()['paper']}, for {table['backbone']} only.\n")
+    results = []
+    grouped = by_model(runs)
+    for model in [m for m in models if m in grouped] + [m for m in grouped if m not in models]:
+        by_method = completed_by_method(grouped[model])
+        header = ["Method"] + [h for c in columns for h in (f"{c['header']} ours", "paper")]
+        rows = []
+        for row in table["rows"]:
+            selected = row_runs(row, by_method)
+            cells = [row["label"]]
+            for column in columns:
+                values = [r.summary["metrics"].get(column["metric"], math.nan) for r in selected]
+                relevant = row["method"] != "single_task" or column["key"] == row["task"]
+                cells.append(fmt_mean_std(*seed_stats(values)) if relevant else DASH)
+                paper_value = row.get(column["key"]) if model == table["backbone"] else None
+                cells.append(DASH if paper_value is None else str(paper_value))  # as printed in the paper
+            rows.append(cells)
+        text += f"\n## {model}\n\n" + markdown(header, rows)
+        gradnorm = row_runs({"method": "gradnorm", "alpha": 1.5}, by_method)
+        equal, static = by_method.get("equal", []), by_method.get("gradnorm_static", [])
+        results.append(_beats_equal(gradnorm, equal, columns, f"NYUv2+seg {model}", f"{prefix}table1.md"))
+        results.append(static_claim(static, gradnorm, equal, metrics, f"NYUv2+seg {model}", f"{prefix}table1.md"))
+        results.append(_overhead(gradnorm, equal, f"NYUv2+seg {model}", f"{prefix}table1.md"))
+    files = [io.write_text(out / f"{prefix}table1.md", text + "\n" + footer)]
+    return files, results
+
+
+def figure3_report(runs: list, out: Path, footer: str = "", prefix: str = "", model: str = "segnet", alpha: float = 1.5,
+                   ) -> tuple[list[Path], list[C.ClaimResult]]:
+    """Figure 3: per-task training and test curves of GradNorm, equal weights and uncertainty."""
+    by_method = completed_by_method(by_model(runs).get(model, []))
+    groups = {"equal": by_method.get("equal", []), "uncertainty": by_method.get("uncertainty", []),
+              "gradnorm": row_runs({"method": "gradnorm", "alpha": alpha}, by_method)}
+    any_run = next((r for rs in groups.values() for r in rs), None)
+    if any_run is None:
+        return [], [C.ClaimResult("fig3.less_overfitting", f"NYUv2+seg {model}", C.NO_DATA,
+                                  "no completed runs of equal, uncertainty or GradNorm", "")]
+    files = figure3(groups, any_run.task_names, out / f"{prefix}figure3",
+                    title=f"NYUv2+seg, {model}: training and test loss per task (Figure 3)")
+    files.append(io.write_text(out / f"{prefix}figure3.md", f"# Figure 3 ({model})\n\nSee `{prefix}figure3.png`.\n\n"
+                               + footer))
+    return files, [_less_overfitting(groups["gradnorm"], groups["equal"], f"NYUv2+seg {model}",
+                                     f"{prefix}figure3.png")]
+
+
+def _beats_equal(gradnorm, equal, columns, setting, shown_in) -> C.ClaimResult:
+    check = "per task metric, mean over seeds: GradNorm α=1.5 < equal weights on all: reproduced, some: partly"
+    if not gradnorm or not equal:
+        return C.ClaimResult("table1.gradnorm_beats_equal", setting, C.NO_DATA, "needs GradNorm and equal runs", check)
+    better, parts = 0, []
+    for column in columns:
+        gn = seed_stats([r.summary["metrics"].get(column["metric"], math.nan) for r in gradnorm])
+        eq = seed_stats([r.summary["metrics"].get(column["metric"], math.nan) for r in equal])
+        if gn[2] and eq[2]:
+            better += gn[0] < eq[0]
+            parts.append(f"{column['metric']}: {fmt(gn[0])} vs {fmt(eq[0])}")
+    total = len(parts)
+    return C.ClaimResult("table1.gradnorm_beats_equal", setting, C.graded(better, total),
+                         "; ".join(parts) or "metrics missing", check, shown_in)
+
+
+def _overhead(gradnorm, equal, setting, shown_in) -> C.ClaimResult:
+    check = (f"mean wall time of GradNorm runs / equal-weights runs − 1 (same steps, evaluation included): ≤ "
+             f"{OVERHEAD_OK:.0%}: reproduced, ≤ {OVERHEAD_PARTLY:.0%}: partly")
+    gn = seed_stats([r.summary.get("wall_time_s", math.nan) for r in gradnorm])
+    eq = seed_stats([r.summary.get("wall_time_s", math.nan) for r in equal])
+    if not gn[2] or not eq[2]:
+        return C.ClaimResult("footnote1.overhead", setting, C.NO_DATA, "needs GradNorm and equal runs", check)
+    extra = gn[0] / eq[0] - 1
+    verdict = C.REPRODUCED if extra <= OVERHEAD_OK else C.PARTLY if extra <= OVERHEAD_PARTLY else C.NOT_REPRODUCED
+    return C.ClaimResult("footnote1.overhead", setting, verdict,
+                         f"{100 * extra:+.1f}% ({fmt(gn[0])} s vs {fmt(eq[0])} s)", check, shown_in)
+
+
+def _less_overfitting(gradnorm, equal, setting, shown_in) -> C.ClaimResult:
+    metric_of = {row["task"]: c["metric"] for row in spec()["rows"] if row["method"] == "single_task"
+                 for c in spec()["columns"] if c["key"] == row["task"]}
+    check = (f"per task: final training loss (mean over the last {LATE_FRACTION:.0%} of steps, mean over seeds) of "
+             "GradNorm above equal weights' AND its test error below: all tasks: reproduced, some: partly")
+    if not gradnorm or not equal:
+        return C.ClaimResult("fig3.less_overfitting", setting, C.NO_DATA, "needs GradNorm and equal runs", check)
+    passed, parts = 0, []
+    for task in gradnorm[0].task_names:
+        metric = metric_of.get(task, f"test_loss/{task}")
+        train = [np.nanmean([_late_mean(r, f"train_loss/{task}") for r in rs]) for rs in (gradnorm, equal)]
+        test = [np.nanmean([errors(r, [metric])[0] for r in rs]) for rs in (gradnorm, equal)]
+        passed += train[0] > train[1] and test[0] < test[1]
+        parts.append(f"{task}: train {fmt(train[0])} vs {fmt(train[1])}, {metric} {fmt(test[0])} vs {fmt(test[1])}")
+    return C.ClaimResult("fig3.less_overfitting", setting, C.graded(passed, len(parts)),
+                         "GradNorm vs equal: " + "; ".join(parts), check, shown_in)
+
+
+def _late_mean(run, column: str) -> float:
+    values = seed_frame([run], column)
+    if values.empty:
+        return math.nan
+    values = values.iloc[:, 0]
+    return float(values[values.index >= (1 - LATE_FRACTION) * values.index.max()].mean())

@@ -1,0 +1,283 @@
+"""Reporting on hand-made run directories: aggregation (with failed, missing and incomplete runs),
+tables with the paper's numbers beside ours, figures, and the verdicts on Figure 2's claims."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gradnorm.report import REPORTS, load_runs, runs_frame
+from gradnorm.report import claims as C
+from gradnorm.report.experiments import count_values, load_experiment, merged_overrides, sweep_command
+from gradnorm.report.figure2 import check_claims, group_by_t
+from gradnorm.report.stats import pearson, percent_gain, spearman
+from gradnorm.report.tables import fmt_mean_std, group_stats, markdown, not_completed_section
+
+TARGETS = {"equal": "gradnorm.balancers.EqualWeights", "uncertainty": "gradnorm.balancers.Uncertainty",
+           "gradnorm": "gradnorm.balancers.GradNorm", "gradnorm_static": "gradnorm.balancers.GradNormStatic"}
+STEPS = 100
+
+
+def _config(balancer, seed, T=2, sigmas=(1.0, 100.0), tasks=None, model="gradnorm.models.MLP"):
+    return {"seed": seed, "tasks": tasks, "sweep_group": "toy/figure2",
+            "dataset": {"_target_": "gradnorm.data.ToyRegression", "num_tasks": T, "sigmas": list(sigmas)},
+            "model": {"_target_": model},
+            "balancer": {"_target_": TARGETS[balancer], **({"alpha": 0.12} if balancer == "gradnorm" else {})},
+            "trainer": {"max_steps": STEPS}}
+
+
+def _toy_curves(balancer, seed, gradnorm_final=0.5):
+    """Hand-made curves with known verdicts: GradNorm lowest, uncertainty fast then worse."""
+    steps = np.arange(STEPS + 1)
+    noise = 0.01 * seed
+    if balancer == "equal":
+        norm = 2 - steps / STEPS + noise
+    elif balancer == "gradnorm":
+        norm = 2 - (2 - gradnorm_final) * steps / STEPS + noise
+    else:
+        norm = np.where(steps <= 10, 2 - 1.7 * steps / 10, 0.3 + 0.9 * (steps - 10) / 90) + noise
+    if balancer == "gradnorm":
+        w0 = np.minimum(1 + 0.9 * steps / 20, 1.9)
+    elif balancer == "uncertainty":
+        w0 = 1 + steps / 10
+    else:
+        w0 = np.ones_like(steps, dtype=float)
+    w1 = (2 - w0) if balancer == "gradnorm" else (np.ones_like(w0) if balancer == "equal" else 1 / (1 + steps))
+    # Equal weights: task 0 (σ=1) barely improves (q=0.9), task 1 (σ=100) a lot (q=0.1).
+    q0 = 1 - 0.1 * steps / STEPS
+    q1 = 1 - 0.9 * steps / STEPS
+    return steps, norm, w0, w1, q0, q1
+
+
+def write_toy_run(path, balancer, seed, *, status="completed", drop_metric=None, gradnorm_final=0.5):
+    path.mkdir(parents=True)
+    steps, norm, w0, w1, q0, q1 = _toy_curves(balancer, seed, gradnorm_final)
+    history = pd.DataFrame({"step": steps, "weight/task_0": w0, "weight/task_1": w1,
+                            "train_loss/task_0": q0, "train_loss/task_1": 1e4 * q1})
+    evals = steps % 10 == 0
+    history.loc[evals, "test_loss/task_0"] = q0[evals]
+    history.loc[evals, "test_loss/task_1"] = 1e4 * q1[evals]
+    history.loc[evals, "task_normalized_loss"] = norm[evals]
+    history.to_csv(path / "history.csv", index=False)
+    metrics = {"test_loss/task_0": q0[-1], "test_loss/task_1": 1e4 * q1[-1], "task_normalized_loss": norm[-1]}
+    metrics.pop(drop_metric, None)
+    (path / "summary.json").write_text(json.dumps({
+        "status": status, "task_names": ["task_0", "task_1"], "weights": [w0[-1], w1[-1]],
+        "mean_weights": [w0[:-1].mean(), w1[:-1].mean()], "metrics": metrics if status == "completed" else {},
+        "steps": STEPS, "wall_time_s": 1.0, "config": _config(balancer, seed),
+        **({"error": "non-finite loss (task_1=nan) at step 7"} if status == "failed" else {})}))
+
+
+@pytest.fixture
+def toy_runs(tmp_path):
+    root = tmp_path / "runs"
+    for balancer in ("equal", "uncertainty", "gradnorm"):
+        for seed in (0, 1):
+            write_toy_run(root / "figure2" / f"{balancer}_seed{seed}", balancer, seed)
+    write_toy_run(root / "figure2" / "gradnorm_seed2", "gradnorm", 2, drop_metric="task_normalized_loss")
+    write_toy_run(root / "figure2" / "equal_seed2", "equal", 2, status="failed")
+    crashed = root / "figure2" / "uncertainty_seed2" / ".hydra"
+    crashed.mkdir(parents=True)
+    (crashed / "config.yaml").write_text("seed: 2\nalpha: 0.12\nbalancer:\n  _target_: gradnorm.balancers.Uncertainty\n"
+                                         "logger:\n  group: ${hydra:runtime.choices.experiment}\n")
+    return root
+
+
+def test_runs_frame_has_one_row_per_run_including_failed_and_missing(toy_runs):
+    frame = runs_frame(load_runs(toy_runs), toy_runs)
+    assert len(frame) == 9
+    status = dict(zip(frame["run_dir"], frame["status"]))
+    assert status["figure2/equal_seed2"] == "failed"
+    assert status["figure2/uncertainty_seed2"] == "missing"
+    assert (frame["status"] == "completed").sum() == 7
+    crashed = frame.set_index("run_dir").loc["figure2/uncertainty_seed2"]
+    assert crashed["method"] == "uncertainty" and crashed["seed"] == 2 and "no summary.json" in crashed["error"]
+    gradnorm = frame[frame["method"] == "gradnorm"].set_index("seed")
+    assert gradnorm["alpha"].tolist() == [0.12] * 3 and gradnorm["label"].iloc[0] == "GradNorm α=0.12"
+    assert math.isnan(gradnorm.loc[2, "task_normalized_loss"])
+    assert gradnorm.loc[0, "task_normalized_loss"] == pytest.approx(0.5)
+    assert gradnorm.loc[0, "mean_weight/task_0"] == pytest.approx(np.minimum(1 + 0.9 * np.arange(100) / 20, 1.9).mean())
+    assert {"weight/task_1", "test_loss/task_1", "num_tasks", "sweep"} <= set(frame.columns)
+
+
+def test_group_stats_counts_only_completed_runs_with_the_metric(toy_runs):
+    frame = runs_frame(load_runs(toy_runs), toy_runs)
+    stats = group_stats(frame, ["method"], ["task_normalized_loss"]).set_index("method")
+    assert stats.loc["gradnorm", "runs"] == 3 and stats.loc["gradnorm", "task_normalized_loss/n"] == 2
+    assert stats.loc["gradnorm", "task_normalized_loss/mean"] == pytest.approx(0.505)
+    assert stats.loc["equal", "completed"] == 2
+    assert stats.loc["uncertainty", "runs"] == 3 and stats.loc["uncertainty", "completed"] == 2
+    section = not_completed_section(frame, {"toy/figure2": 12})
+    assert "`figure2/equal_seed2` (failed): non-finite loss" in section
+    assert "`figure2/uncertainty_seed2` (missing)" in section
+    assert "sweep `toy/figure2`: 12 runs expected, 0 run directories found" not in section  # 8 have the group
+    assert "12 runs expected, 8 run directories found" in section
+
+
+def test_mean_std_cells_and_markdown():
+    assert fmt_mean_std(2.0, 1.0, 3) == "2.00 ± 1.0 (n=3)"  # 3 significant digits, 2 for the std
+    assert fmt_mean_std(0.5, math.nan, 1) == "0.500 (n=1)"
+    assert fmt_mean_std(math.nan, math.nan, 0) == "–"
+    assert fmt_mean_std(1234.4, 10.0, 2, total=3) == "1234 ± 10 (n=2 of 3)"
+    assert markdown(["a", "b"], [["x|y", None]]) == "| a | b |\n|:---|---:|\n| x\\|y | – |\n"
+
+
+def test_statistics_on_known_inputs():
+    assert spearman([1, 2, 3, 4], [10, 20, 25, 100]) == pytest.approx(1.0)
+    assert spearman([1, 100], [1.9, 0.1]) == pytest.approx(-1.0)
+    assert pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert math.isnan(pearson([1, 2], [1, 2]))
+    # err (1, 3) vs ref (2, 2): gains +50% and −50% -> 0.
+    assert percent_gain([1.0, 3.0], [2.0, 2.0]) == pytest.approx(0.0)
+    assert percent_gain([1.0, 1.0], [2.0, 4.0]) == pytest.approx(62.5)
+
+
+def test_figure2_report_writes_figure_table_and_verdicts(toy_runs, tmp_path):
+    out = tmp_path / "results"
+    files, verdicts = REPORTS["figure2"](load_runs(toy_runs), out, footer="FOOTER\n")
+    names = sorted(p.name for p in files)
+    assert names == ["figure2.pdf", "figure2.png", "table.md"]
+    assert (out / "figure2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "figure2.pdf").read_bytes()[:5] == b"%PDF-"
+    table = (out / "table.md").read_text()
+    assert "| GradNorm α=0.12 | 0.505 ± 0.0071 (n=2) | curves only |" in table
+    assert "| Equal weights | 1.00 ± 0.0071 (n=2) | curves only |" in table
+    assert table.endswith("FOOTER\n")
+    by_id = {v.id: v for v in verdicts}
+    assert {v.setting for v in verdicts} == {"toy T=2"}
+    assert all(v.verdict == C.REPRODUCED for v in verdicts), [(v.id, v.verdict, v.evidence) for v in verdicts]
+    assert "ρ=-1.00" in by_id["fig2.equal_swamped"].evidence
+    assert "minimum 0.305 at step 10, final 1.21" in by_id["fig2.uncertainty_deteriorates"].evidence
+
+
+def test_verdict_is_not_reproduced_when_gradnorm_is_worst(tmp_path):
+    for balancer in ("equal", "uncertainty", "gradnorm"):
+        write_toy_run(tmp_path / balancer, balancer, 0, gradnorm_final=1.5)
+    groups = group_by_t(load_runs(tmp_path))
+    by_id = {v.id: v for v in check_claims(2, groups[2], "figure2.png")}
+    assert by_id["fig2.lowest_test_loss"].verdict == C.NOT_REPRODUCED
+    assert by_id["fig2.weights_favour_small_sigma"].verdict == C.REPRODUCED
+
+
+def _write_nyuv2_run(path, balancer, seed, metrics, tasks=None, wall=100.0, model="segnet", alpha=1.5):
+    path.mkdir(parents=True)
+    names = tasks or ["depth", "seg", "normals"]
+    config = _config(balancer, seed, T=len(names), tasks=tasks)
+    if balancer == "gradnorm":
+        config["balancer"]["alpha"] = alpha
+    (path / "summary.json").write_text(json.dumps({
+        "status": "completed", "task_names": names, "weights": [1.0] * len(names),
+        "mean_weights": [1.0] * len(names), "metrics": metrics, "steps": 10, "wall_time_s": wall, "config": config}))
+    (path / ".hydra").mkdir()
+    (path / ".hydra" / "hydra.yaml").write_text(
+        f"hydra:\n  runtime:\n    choices:\n      model: {model}\n      dataset: nyuv2\n      experiment: nyuv2_{model}\n")
+
+
+def test_table1_puts_the_paper_numbers_beside_ours(tmp_path):
+    _write_nyuv2_run(tmp_path / "eq0", "equal", 0, {"depth/rmse": 0.9, "normals/err": 0.2}, wall=100)
+    _write_nyuv2_run(tmp_path / "eq1", "equal", 1, {"depth/rmse": 1.0, "normals/err": 0.2}, wall=100)
+    _write_nyuv2_run(tmp_path / "gn0", "gradnorm", 0, {"depth/rmse": 0.8, "seg/err": 60.0, "normals/err": 0.3},
+                     wall=104)
+    _write_nyuv2_run(tmp_path / "gn_other_alpha", "gradnorm", 0, {"depth/rmse": 5.0}, alpha=0.5)
+    _write_nyuv2_run(tmp_path / "depth", "equal", 0, {"depth/rmse": 1.1}, tasks=["depth"])
+    _write_nyuv2_run(tmp_path / "res", "equal", 0, {"depth/rmse": 0.7}, model="resnet")
+    files, verdicts = REPORTS["table1"](load_runs(tmp_path), tmp_path / "out", models=["segnet", "resnet"])
+    table = files[0].read_text()
+    segnet, resnet = table.split("## segnet")[1].split("## resnet")
+    assert "| Depth only | 1.10 (n=1) | 1.038 | – | – | – | – |" in segnet
+    assert "| Equal weights | 0.950 ± 0.071 (n=2) | 0.944 | – | 70.1 | 0.200 ± 0 (n=2) | 0.192 |" in segnet
+    assert "| GradNorm α=1.5 | 0.800 (n=1) | 0.925 | 60.0 (n=1) | 67.8 | 0.300 (n=1) | 0.174 |" in segnet
+    assert "| Uncertainty (Kendall) | – | – | – | – | – | – |" in segnet
+    assert "| Equal weights | 0.700 (n=1) | – |" in resnet   # no paper numbers for other backbones
+    by_key = {(v.id, v.setting): v for v in verdicts}
+    beats = by_key[("table1.gradnorm_beats_equal", "NYUv2+seg segnet")]
+    assert beats.verdict == C.PARTLY and "depth/rmse: 0.800 vs 0.950" in beats.evidence
+    assert by_key[("footnote1.overhead", "NYUv2+seg segnet")].verdict == C.REPRODUCED
+    assert by_key[("table1.gradnorm_beats_equal", "NYUv2+seg resnet")].verdict == C.NO_DATA
+
+
+def test_sweep_commands_merge_extras_and_chain_static_runs(tmp_path):
+    experiment = load_experiment("toy_grid")
+    extras = ["seed=0", "balancer.index=range(0,2)", "trainer.max_steps=3", "hydra/launcher=basic"]
+    assert "balancer.index" not in merged_overrides(experiment, "gradnorm", extras)
+    assert merged_overrides(experiment, "grid", extras)["balancer.index"] == "range(0,2)"
+    static = sweep_command(experiment, "static", tmp_path, extras)
+    assert f"balancer.from_run='{tmp_path}/gradnorm/${{hydra:runtime.choices.experiment}}/seed${{seed}}'" in static
+    assert "++sweep_group=toy_grid/static" in static and "seed=0" in static and "trainer.max_steps=3" in static
+    assert any(a.startswith("hydra.job.config.override_dirname.exclude_keys=[sweep_group,") for a in static)
+    assert count_values("range(0,100)") == 100 and count_values("[depth],[seg],[normals]") == 3
+    assert count_values("'a,b',c") == 2 and count_values("toy_t2") == 1
+
+
+def _write_fixed_run(path, balancer, seed, losses, mean_weights, **balancer_cfg):
+    path.mkdir(parents=True)
+    config = _config(balancer if balancer in TARGETS else "equal", seed)
+    if balancer == "grid":
+        config["balancer"] = {"_target_": "gradnorm.balancers.GridWeights", **balancer_cfg}
+    config["balancer"].update(balancer_cfg if balancer != "grid" else {})
+    metrics = {f"test_loss/task_{i}": v for i, v in enumerate(losses)}
+    (path / "summary.json").write_text(json.dumps({
+        "status": "completed", "task_names": ["task_0", "task_1"], "weights": mean_weights,
+        "mean_weights": mean_weights, "metrics": metrics, "steps": STEPS, "wall_time_s": 1.0, "config": config}))
+
+
+def test_grid_report_measures_distance_and_gain_against_same_seed_gradnorm(tmp_path):
+    _write_fixed_run(tmp_path / "gn", "gradnorm", 0, [1.0, 100.0], [1.8, 0.2], alpha=0.12)
+    _write_fixed_run(tmp_path / "gn_seed1", "gradnorm", 1, [9.0, 900.0], [1.0, 1.0], alpha=0.12)  # not seed 0
+    for k in range(1, 4):  # further from GradNorm's weights, worse: gain −5k %
+        _write_fixed_run(tmp_path / f"grid{k}", "grid", 0, [1.0 + 0.1 * k, 100.0], [1.8 - 0.4 * k, 0.2 + 0.4 * k],
+                         index=k)
+    _write_fixed_run(tmp_path / "static", "gradnorm_static", 0, [1.0, 101.0], [1.8, 0.2])
+    _write_fixed_run(tmp_path / "equal", "equal", 0, [1.5, 100.0], [1.0, 1.0])
+    files, verdicts = REPORTS["grid"](load_runs(tmp_path), tmp_path / "out", title="T")
+    assert {p.name for p in files} == {"grid_figure4.png", "grid_figure4.pdf", "grid_table.md"}
+    table = (tmp_path / "out" / "grid_table.md").read_text()
+    # Best grid point: k=1, distance ‖(−0.4, 0.4)‖ = 0.566, gain (−10 + 0)/2 = −5 %.
+    assert "| Best grid point (#1, seed 0) | (1.4, 0.60) | 0.566 | -5.00 | 1.10 | 100 |" in table
+    assert "Grid points: 3; beating GradNorm: 0; Pearson r(distance, % change) = -1.0." in table
+    by_id = {v.id: v for v in verdicts}
+    assert by_id["fig4.no_random_beats_gradnorm"].verdict == C.REPRODUCED
+    assert by_id["fig4.negative_correlation"].verdict == C.REPRODUCED
+    static = by_id["table1.static_close_to_gradnorm"]
+    # over equal: (100·0.5/1.5 − 1)/2 = 16.17 %; over GradNorm: (0 − 1)/2 = −0.5 %.
+    assert static.verdict == C.REPRODUCED and "16.2 (n=1)%" in static.evidence and "-0.500 (n=1)%" in static.evidence
+
+
+def test_alpha_report_gain_over_equal_and_weight_spread(tmp_path):
+    _write_fixed_run(tmp_path / "eq", "equal", 0, [1.0, 10.0], [1.0, 1.0])
+    for a in (0.5, 1.0, 2.0):
+        _write_fixed_run(tmp_path / f"gn{a}", "gradnorm", 0, [0.9, 10.0 * (1 - 0.1 * a)], [1 + 0.1 * a, 1 - 0.1 * a],
+                         alpha=a)
+    files, verdicts = REPORTS["alpha"](load_runs(tmp_path), tmp_path / "out", traces_alphas=[0.5, 2.0])
+    assert {p.name for p in files} == {"alpha_figure7.png", "alpha_figure7.pdf", "alpha_figure5.png",
+                                       "alpha_figure5.pdf", "alpha_table.md"}
+    by_id = {v.id: v for v in verdicts}
+    spread = by_id["fig5.alpha_spreads_weights"]
+    # std over tasks of (1 ± 0.1α): 0.05, 0.1, 0.2 -> ρ = 1, +300% from α=0.5 to α=2.
+    assert spread.verdict == C.REPRODUCED and "ρ=1.0; spread +300.0% from α=0.5 to α=2" in spread.evidence
+    gain = by_id["fig7.gain_for_every_alpha"]
+    # α=1: (10 % + 10 %)/2 = 10 %.
+    assert gain.verdict == C.REPRODUCED and "α=1: 10.0%" in gain.evidence and gain.setting == "toy T=2"
+    assert "fig7.peak_near_1_5" not in by_id
+    assert "| 2 | 15.0 (n=1) | 0.200 (n=1) |" in (tmp_path / "out" / "alpha_table.md").read_text()
+
+
+def test_figure3_report_on_per_task_curves(tmp_path):
+    steps = np.arange(11)
+    for balancer, train_scale, test_error in (("equal", 1.0, 2.0), ("gradnorm", 1.5, 1.0), ("uncertainty", 1.2, 1.5)):
+        path = tmp_path / balancer
+        _write_nyuv2_run(path, balancer, 0, {"depth/rmse": test_error, "seg/err": 50 * test_error,
+                                             "normals/err": 0.1 * test_error})
+        history = {"step": steps}
+        for task in ("depth", "seg", "normals"):
+            history[f"train_loss/{task}"] = train_scale / (1 + steps)
+            history[f"test_loss/{task}"] = np.where(steps % 5 == 0, test_error / (1 + 0.1 * steps), np.nan)
+        pd.DataFrame(history).to_csv(path / "history.csv", index=False)
+    files, [verdict] = REPORTS["figure3"](load_runs(tmp_path), tmp_path / "out")
+    assert {p.name for p in files} == {"figure3.png", "figure3.pdf", "figure3.md"}
+    assert verdict.id == "fig3.less_overfitting" and verdict.setting == "NYUv2+seg segnet"
+    assert verdict.verdict == C.REPRODUCED
+    # last 10% of steps = steps 9 and 10: (1/10 + 1/11)/2 = 0.0955 (equal), ×1.5 = 0.143 (GradNorm)
+    assert "depth: train 0.143 vs 0.0955, depth/rmse 1.00 vs 2.00" in verdict.evidence
