@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from gradnorm.config import ConfigError
 
 #: Keys that may differ between a run and its resumption (they do not change the training).
-RESUMABLE_CHANGES = ("trainer.resume", "trainer.max_steps", "trainer.progress", "trainer.device",
+RESUMABLE_CHANGES = ("dataset.num_workers", "trainer.resume", "trainer.max_steps", "trainer.progress", "trainer.device",
                      "trainer.checkpoint_every", "trainer.log_every", "trainer.eval_batch_size",
                      "trainer.ddp_backend", "logger")
 

@@ -173,9 +173,7 @@ class GradNorm(Balancer):
             return _per_task_norms([self._global_mean(g) for g in per_task])
         # Norms at z. Across processes z is the concatenation of the local batches and the global
         # loss is the mean of the local ones, so ||g||² = Σ_ranks ||g_local||² / R².
-        squared = torch.stack([
-            torch.linalg.vector_norm(_zeros_if_none(g, features[0]), dtype=torch.float32) for g in captured
-        ]).square()
+        squared = torch.stack([_squared_norm(_zeros_if_none(g, features[0])) for g in captured])
         world = distributed.world_size()
         return (distributed.all_reduce_sum(squared) / world**2).sqrt()
 
@@ -276,5 +274,11 @@ def _zeros_if_none(grad: Tensor | None, like: Tensor) -> Tensor:
 
 def _per_task_norms(batched_grads: Sequence[Tensor]) -> Tensor:
     """L2 norm per task over several parameters, each gradient of shape (T, *param.shape)."""
-    norms = [torch.linalg.vector_norm(g.flatten(1), dim=1, dtype=torch.float32) for g in batched_grads]
-    return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms), dim=0)
+    return torch.stack([_squared_norm(g.flatten(1), dim=1) for g in batched_grads]).sum(0).sqrt()
+
+
+def _squared_norm(t: Tensor, dim=None) -> Tensor:
+    """Σ t² in float32 by a summing reduction: on CPU, float32 ``vector_norm`` of a multi-million
+    entry gradient (FCN's W has 9.4M) is off by ~4e-4 relative; ``sum`` keeps ~1e-7."""
+    t = t.float()
+    return (t * t).sum() if dim is None else (t * t).sum(dim)
