@@ -29,24 +29,24 @@ reproduce-toy: $(STAMP) ## the toy reproduction (paper Figure 2): sweep, then re
 bench: $(STAMP) ## step time and memory of every balancer vs equal weights -> results/bench/ (BENCH_ARGS="--quick")
 	$(PY) scripts/bench.py $(BENCH_ARGS)
 
-# NYUv2 on generated data (docs/nyuv2.md): every backbone x {equal, gradnorm}, 3 CPU steps each at 32x48.
-# One thread per process: faster at this size. No checkpoints (they would take ~2 GB); the rest as a real run.
-# The sweep varies model= under one preset (the presets differ only in the model): Hydra composes a
-# multirun's base config before applying the sweep, so dataset.* keys need a NYUv2 preset fixed.
+# NYUv2 on generated data (docs/nyuv2.md): the whole Table 1 experiment (3 backbones x single-task x3, equal,
+# uncertainty, GradNorm, GradNorm static) and Figure 3, 2 CPU steps per run at 32x48, then its tables and figure.
+# One thread per process: faster at this size. No checkpoints; the rest as a real run.
 SMOKE_NYUV2_DATA := data/fake_nyuv2
-SMOKE_NYUV2_RUNS := outputs/smoke-nyuv2
-smoke-nyuv2: $(STAMP) ## NYUv2 pipeline on fake data: 3 backbones x {equal, gradnorm}, a few CPU steps
+SMOKE_NYUV2_OUT  := outputs/smoke-nyuv2
+SMOKE_NYUV2_ARGS := dataset.root=$(SMOKE_NYUV2_DATA) dataset.num_workers=0 trainer.device=cpu trainer.max_steps=2 \
+  trainer.batch_size=2 trainer.eval_every=2 trainer.eval_batch_size=4 trainer.progress=false logger=none \
+  --runs-dir $(SMOKE_NYUV2_OUT)/runs --out $(SMOKE_NYUV2_OUT)/results
+smoke-nyuv2: $(STAMP) ## NYUv2 pipeline on fake data: Table 1 and Figure 3 sweeps (3 backbones), tables, ~1-2 min on CPU
 	$(PY) scripts/make_fake_nyuv2.py $(SMOKE_NYUV2_DATA) --n-train 8 --n-val 4 --height 32 --width 48 --overwrite
-	rm -rf $(SMOKE_NYUV2_RUNS)
-	OMP_NUM_THREADS=1 $(PY) run.py -m experiment=nyuv2_segnet model=segnet,resnet,fcn balancer=equal,gradnorm \
-	  dataset.root=$(SMOKE_NYUV2_DATA) dataset.num_workers=2 trainer.device=cpu trainer.max_steps=3 \
-	  trainer.batch_size=2 trainer.eval_every=2 trainer.eval_batch_size=4 trainer.checkpoint_every=0 \
-	  trainer.progress=false logger=none hydra.sweep.dir=$(SMOKE_NYUV2_RUNS) \
-	  'hydra.sweep.subdir=$${hydra:job.num}_$${hydra:runtime.choices.model}_$${hydra:runtime.choices.balancer}'
+	rm -rf $(SMOKE_NYUV2_OUT)
+	OMP_NUM_THREADS=1 $(PY) scripts/reproduce.py table1 $(SMOKE_NYUV2_ARGS)
+	$(PY) scripts/reproduce.py figure3 --report-only $(SMOKE_NYUV2_ARGS)
 	$(PY) -c "import json, pathlib, sys; \
-	runs = {p.parent.name: json.loads(p.read_text()) for p in pathlib.Path('$(SMOKE_NYUV2_RUNS)').glob('*/summary.json')}; \
+	runs = {str(p.parent): json.loads(p.read_text()) for p in pathlib.Path('$(SMOKE_NYUV2_OUT)/runs').rglob('summary.json')}; \
 	bad = {k: s.get('error') for k, s in runs.items() if s['status'] != 'completed'}; \
-	print(f'smoke-nyuv2: {len(runs)} runs, failed: {bad or None}'); sys.exit(1 if bad or len(runs) != 6 else 0)"
+	print(f'smoke-nyuv2: {len(runs)} runs, failed: {bad or None}; tables in $(SMOKE_NYUV2_OUT)/results'); \
+	sys.exit(1 if bad or len(runs) != 21 else 0)"
 
 reproduce-toy-all: $(STAMP) ## Figure 2, toy grid search + GradNorm static (Fig. 4), toy α sweep (Figs. 5, 7): results/toy/
 	$(PY) scripts/reproduce.py toy $(ARGS)
