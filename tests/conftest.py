@@ -30,6 +30,12 @@ def run_cli(*args: str, cwd=ROOT, timeout: int = 120) -> subprocess.CompletedPro
                           text=True, timeout=timeout)
 
 
-@pytest.fixture
-def hydra_cfg():
-    return compose_config
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one CPU thread is faster, and far faster on a busy shared machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -19,13 +19,7 @@ METRICS = ["seg/miou", "seg/pix_acc", "seg/err", "depth/rmse", "depth/abs_err", 
            "normals/mean_angle", "normals/median_angle", "normals/within_11.25", "normals/within_22.5",
            "normals/within_30"]
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one CPU thread is faster, and far faster on a busy shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

@@ -17,13 +17,7 @@ HEADS = {"seg": 13, "depth": 1, "normals": 3}
 #: parameter counts with these heads (docs/nyuv2.md); the paper: SegNet ~29M, thin ResNet ~15M
 PARAMETERS = {"segnet": 29_449_105, "resnet": 14_411_025, "fcn": 32_954_961}
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one CPU thread is faster, and far faster on a busy shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 
