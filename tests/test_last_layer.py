@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gradnorm.balancers import last_layer
 from gradnorm.balancers.last_layer import find_last_layer
 
 TASKS = 3
@@ -26,6 +27,8 @@ def _check(shared: nn.Module, weight: torch.Tensor, x: torch.Tensor, kind: str, 
     got = layer.weight_grads(features[0], grads_at_z)
     assert got.shape == (TASKS, *weight.shape)
     assert torch.allclose(got.float(), expected.float(), atol=atol, rtol=1e-4), (got - expected).abs().max()
+    norms = layer.squared_norms(features[0], grads_at_z).sqrt()
+    assert torch.allclose(norms, expected.float().flatten(1).norm(dim=1), rtol=1e-4, atol=atol)
 
 
 def test_linear_then_relu():
@@ -79,3 +82,41 @@ def test_anything_else_is_left_to_autograd():
     z = torch.relu(lin(x))
     assert find_last_layer(z.grad_fn, [lin.weight, lin.bias]) is None  # several parameters
     assert find_last_layer(z.grad_fn, [nn.Parameter(torch.randn(5, 4))]) is None  # not this layer's W
+
+
+@pytest.mark.parametrize("case", ["conv", "dilated conv", "strided conv", "linear"])
+def test_gram_route_gives_the_norms_where_it_is_cheaper(case):
+    """Few positions against a large W (FCN's 3×3 conv at a small resolution): the norms come from
+    Gram matrices, never forming ∇_W L_i, and equal the norms of the per-task gradients."""
+    torch.manual_seed(0)
+    if case == "linear":
+        layer_module, x = nn.Linear(256, 64), torch.randn(4, 256)
+        shared = nn.Sequential(layer_module, nn.ReLU())
+    else:
+        stride, dilation = (2, 1) if case == "strided conv" else (1, 2 if case == "dilated conv" else 1)
+        layer_module = nn.Conv2d(64, 32, 3, padding=dilation, stride=stride, dilation=dilation, bias=False)
+        shared = nn.Sequential(layer_module, nn.BatchNorm2d(32), nn.ReLU())
+        x = torch.randn(2, 64, 4, 5)
+    z = shared(x)
+    features = [z.view_as(z) for _ in range(TASKS)]
+    losses = [(10.0 ** i) * (f * torch.randn_like(f)).sum() for i, f in enumerate(features)]
+    expected = torch.stack([torch.autograd.grad(loss, layer_module.weight, retain_graph=True)[0].norm()
+                            for loss in losses])
+    grads_at_z = [torch.autograd.grad(loss, f, retain_graph=True)[0] for loss, f in zip(losses, features)]
+    layer = find_last_layer(features[0].grad_fn.next_functions[0][0], [layer_module.weight])
+    rows = 4 if case == "linear" else 2 * z.shape[2] * z.shape[3]
+    fan_in = layer_module.weight[0].numel()
+    assert last_layer._gram_is_cheaper(rows, fan_in, layer_module.weight.shape[0], TASKS)
+    calls = []
+    original = last_layer._gram_squared_norms
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(last_layer, "_gram_squared_norms", lambda *a: calls.append(1) or original(*a))
+        got = layer.squared_norms(features[0], grads_at_z).sqrt()
+    assert calls, "the Gram route was not taken"
+    assert torch.allclose(got, expected, rtol=1e-5), (got, expected)
+
+
+def test_gram_route_is_left_for_many_positions():
+    assert not last_layer._gram_is_cheaper(rows=8 * 36 * 48, fan_in=2048 * 9, out=512, num_tasks=3)  # FCN, 288×384
+    assert last_layer._gram_is_cheaper(rows=2 * 8 * 12, fan_in=2048 * 9, out=512, num_tasks=3)  # FCN, 64×96
+    assert not last_layer._gram_is_cheaper(rows=100, fan_in=100, out=100, num_tasks=10)  # the toy MLP

@@ -138,6 +138,9 @@ class GradNorm(Balancer):
         if self.norm_at == "weights":
             top = features[0].grad_fn.next_functions[0][0]  # the node that produced z
             layer = find_last_layer(top, shared_params)
+            # In one process only the norms are needed; across processes the gradients themselves
+            # are averaged first.
+            single_process = distributed.world_size() == 1
 
             def per_task_weight_grads(_grad_outputs):
                 # Runs when the gradient of z is complete, before the layers below z run. (A batched
@@ -147,7 +150,9 @@ class GradNorm(Balancer):
                 per_task.append(None)
                 grads = [_zeros_if_none(g, features[0]) for g in captured]
                 captured[:] = [None] * self.num_tasks
-                if layer is not None:
+                if layer is not None and single_process:
+                    per_task[:] = [layer.squared_norms(features[0], grads)]
+                elif layer is not None:
                     per_task[:] = [layer.weight_grads(features[0], grads)]
                 else:
                     per_task[:] = torch.autograd.grad(
@@ -168,6 +173,8 @@ class GradNorm(Balancer):
             for handle in handles:
                 handle.remove()
 
+        if self.norm_at == "weights" and layer is not None and single_process:
+            return per_task[0].sqrt()
         if self.norm_at == "weights":
             # Per-task gradients at W are averaged over processes like the network's own gradient.
             return _per_task_norms([self._global_mean(g) for g in per_task])

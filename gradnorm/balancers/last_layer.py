@@ -15,6 +15,9 @@ the forward pass saved, without a backward pass through the network per task:
    * convolution: the weight-gradient convolution of the layer, once per task (only the weight
      gradient: the gradient of the layer's input is not computed).
 
+   Where only the norms are needed (one process), :meth:`LastLayer.squared_norms` may take them
+   without forming the gradients, by a Gram identity, when that needs fewer operations.
+
 :func:`find_last_layer` returns ``None`` for any other graph (another layer type, several
 parameters); the caller then batches a backward pass down to W instead. Either way the result is
 ∇_W L_i, up to float rounding. W must be used by that one layer only (no weight tying).
@@ -48,14 +51,45 @@ class LastLayer:
         Call it while the backward pass is under way, before ``node`` has run (its saved tensors
         are freed once it has), e.g. from a pre-hook on ``top``.
         """
+        grads = self._output_grads(z, grads_at_z)
+        if self.kind == "linear":
+            return _linear_weight_grads(self.node, grads)
+        return _conv_weight_grads(self.node, grads)
+
+    @torch.no_grad()
+    def squared_norms(self, z: Tensor, grads_at_z: list[Tensor]) -> Tensor:
+        """||∇_W L_i||² for every task, shape (T,), float32; called like :meth:`weight_grads`.
+
+        Takes the cheaper of two exact routes: the T gradients at W themselves, or the Gram identity
+        ||Gᵢᵀ A||² = Σ_pq (A Aᵀ)_pq (Gᵢ Gᵢᵀ)_pq, with A the layer's input rows (P × fan-in: one row
+        per sample, or per sample and output pixel for a convolution, as im2col patches) and Gᵢ task
+        i's gradient at the layer's output (P × out). The first costs T·P·fan-in·out, the second
+        P²·(fan-in + T·out): the Gram route wins when P is small against W, e.g. FCN's 3×3 conv
+        2048→512 at a reduced resolution.
+        """
+        grads = self._output_grads(z, grads_at_z)
+        num_tasks = len(grads_at_z)
+        if self.kind == "linear":
+            rows = _linear_input(self.node)
+            per_task = grads.transpose(0, 1)  # (T, N, out)
+        else:
+            rows = _patch_rows(self.node)
+            per_task = None if rows is None else torch.stack([g.flatten(2).transpose(1, 2).flatten(0, 1) for g in grads])
+        if rows is not None and _gram_is_cheaper(rows.shape[0], rows.shape[1], per_task.shape[2], num_tasks):
+            return _gram_squared_norms(rows, per_task)
+        full = _linear_weight_grads(self.node, grads) if self.kind == "linear" else _conv_weight_grads(self.node, grads)
+        full = full.flatten(1).float()
+        return (full * full).sum(1)
+
+    def _output_grads(self, z: Tensor, grads_at_z: list[Tensor]):
+        """The T gradients at the layer's output y: Linear (N, T, out); convolution, a list."""
         if self.kind == "linear" and self.relu_chain:
-            # All tasks side by side (N × T·out): one operation per ReLU.
-            side_by_side, node = torch.cat(grads_at_z, dim=1), self.top
+            # All tasks side by side: one operation per ReLU.
+            by_task, node = torch.stack(grads_at_z, dim=1), self.top
             while node is not self.node:
-                by_task = side_by_side.unflatten(1, (len(grads_at_z), -1))
-                side_by_side = torch.ops.aten.threshold_backward(by_task, node._saved_result.unsqueeze(1), 0)
-                side_by_side, node = side_by_side.flatten(1, 2), node.next_functions[0][0]
-            return _linear_weight_grads(self.node, side_by_side, len(grads_at_z))
+                by_task = torch.ops.aten.threshold_backward(by_task, node._saved_result.unsqueeze(1), 0)
+                node = node.next_functions[0][0]
+            return by_task
         if self.relu_chain:
             grads, node = grads_at_z, self.top
             while node is not self.node:
@@ -64,9 +98,7 @@ class LastLayer:
         else:
             edge = GradientEdge(self.node, 0)
             grads = [torch.autograd.grad(z, edge, g, retain_graph=True)[0] for g in grads_at_z]
-        if self.kind == "linear":
-            return _linear_weight_grads(self.node, torch.cat(grads, dim=1), len(grads))
-        return _conv_weight_grads(self.node, grads)
+        return torch.stack(grads, dim=1) if self.kind == "linear" else grads
 
 
 def find_last_layer(top: Node, params: list[Tensor]) -> LastLayer | None:
@@ -113,10 +145,14 @@ def _reaches(node: Node | None, weight: Tensor, transposed: bool) -> bool:
     return False
 
 
-def _linear_weight_grads(node: Node, side_by_side: Tensor, num_tasks: int) -> Tensor:
-    """(T, out, in) from the gradients at the layer's output side by side, (N, T·out)."""
-    inputs = node._saved_mat1 if node.name() == "AddmmBackward0" else node._saved_self  # a: (N, in)
-    return (side_by_side.to(inputs.dtype).t() @ inputs).unflatten(0, (num_tasks, -1))
+def _linear_input(node: Node) -> Tensor:
+    return node._saved_mat1 if node.name() == "AddmmBackward0" else node._saved_self  # a: (N, in)
+
+
+def _linear_weight_grads(node: Node, by_task: Tensor) -> Tensor:
+    """(T, out, in) from the gradients at the layer's output, (N, T, out): one matrix product."""
+    inputs = _linear_input(node)
+    return (by_task.flatten(1).to(inputs.dtype).t() @ inputs).unflatten(0, by_task.shape[1:])
 
 
 def _conv_weight_grads(node: Node, grads: list[Tensor]) -> Tensor:
@@ -125,3 +161,38 @@ def _conv_weight_grads(node: Node, grads: list[Tensor]) -> Tensor:
         g.to(inputs.dtype), inputs, weight, None, node._saved_stride, node._saved_padding,
         node._saved_dilation, node._saved_transposed, node._saved_output_padding, node._saved_groups,
         [False, True, False])[1] for g in grads])
+
+
+#: the Gram route forms P × P matrices: it is taken only up to this many rows (P)
+GRAM_MAX_ROWS = 4096
+#: ... and only when it needs at most this share of the direct route's multiply-adds
+GRAM_MAX_COST_SHARE = 0.5
+
+
+def _gram_is_cheaper(rows: int, fan_in: int, out: int, num_tasks: int) -> bool:
+    gram = rows * rows * (fan_in + num_tasks * out)
+    direct = num_tasks * rows * fan_in * out
+    return rows <= GRAM_MAX_ROWS and gram <= GRAM_MAX_COST_SHARE * direct
+
+
+def _patch_rows(node: Node) -> Tensor | None:
+    """A 2-D convolution's input as im2col rows (N·L × C·kh·kw), matching W's layout; None for
+    transposed, grouped or non-2-D convolutions (left to the direct route)."""
+    inputs, weight = node._saved_input, node._saved_weight
+    if node._saved_transposed or node._saved_groups != 1 or inputs.dim() != 4:
+        return None
+    patches = torch.nn.functional.unfold(inputs, weight.shape[2:], dilation=node._saved_dilation,
+                                         padding=node._saved_padding, stride=node._saved_stride)
+    return patches.transpose(1, 2).flatten(0, 1)
+
+
+def _gram_squared_norms(rows: Tensor, per_task: Tensor) -> Tensor:
+    """Σ (Gᵢᵀ A)² for each task from A (P × K) and G (T × P × out), without forming Gᵢᵀ A.
+
+    The Gram matrices are float32 products; their elementwise product is summed in float64, since
+    the terms of Σ_pq can cancel."""
+    rows = rows.float()
+    per_task = per_task.float()
+    gram_rows = rows @ rows.t()  # (P, P)
+    gram_tasks = per_task @ per_task.transpose(1, 2)  # (T, P, P)
+    return (gram_tasks.double() * gram_rows.double()).sum((1, 2)).float()
