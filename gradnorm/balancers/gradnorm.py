@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from gradnorm import distributed
 from gradnorm.balancers.base import Balancer, as_float
 from gradnorm.balancers.last_layer import find_last_layer
+from gradnorm.balancers.scalar_optim import ScalarOptimizer
 
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
 
@@ -84,6 +85,7 @@ class GradNorm(Balancer):
         self.norm_at = norm_at
         self.task_weights = nn.Parameter(torch.ones(num_tasks))
         self.optimizer = optimizer([self.task_weights])
+        self._weight_optimizer = ScalarOptimizer(self.optimizer, self.task_weights)
         if initial_losses is not None:
             values = [as_float(v, "initial_losses", minimum=0.0, strict=True) for v in initial_losses]
             if len(values) != num_tasks:
@@ -209,7 +211,7 @@ class GradNorm(Balancer):
         # ∂L_grad/∂w_i = sign(G_i − target_i) · n_i, with n_i = G_i / w_i.
         weight_grad = [((gap > 0) - (gap < 0)) * norm / weight
                        for gap, norm, weight in zip(gaps, norm_values, weight_values)]
-        progress.weight_grad = torch.tensor(weight_grad, dtype=w.dtype, device=w.device)
+        progress.weight_grad, progress.weight_values = weight_grad, weight_values
         info = {"gradnorm/l_grad": sum(abs(gap) for gap in gaps)}
         for (norm_key, rate_key), norm, rate in zip(self._info_keys, norm_values, relative_rates):
             info[norm_key], info[rate_key] = norm, rate
@@ -218,14 +220,12 @@ class GradNorm(Balancer):
     def step(self) -> None:
         progress = self._progress
         if progress.weight_grad is not None:
-            weights = self.task_weights
-            weights.grad = progress.weight_grad
-            self.optimizer.step()
-            weights.grad = None
+            stepped = self._weight_optimizer.step(progress.weight_values, progress.weight_grad)
             progress.weight_grad = None
+            stepped = [max(weight, WEIGHT_FLOOR) for weight in stepped]
+            scale = sum(stepped) / self.num_tasks  # Σ_i w_i = T
             with torch.no_grad():
-                weights.clamp_(min=WEIGHT_FLOOR)
-                weights.div_(weights.sum() / self.num_tasks)  # Σ_i w_i = T
+                self.task_weights.copy_(torch.tensor([weight / scale for weight in stepped]))
         self.num_updates.add_(1)
         progress.steps += 1
 
@@ -251,13 +251,14 @@ class _Progress:
 
     ``steps`` and ``initial_losses`` are Python copies of the buffers ``num_updates`` and
     ``initial_losses`` (None until known; reading a buffer on a GPU would be a sync); ``weight_grad``
-    is ∂L_grad/∂w from :meth:`GradNorm.backward`, waiting for :meth:`GradNorm.step`.
+    is ∂L_grad/∂w from :meth:`GradNorm.backward` and ``weight_values`` the weights it was taken at,
+    both Python floats waiting for :meth:`GradNorm.step`.
     """
 
-    __slots__ = ("steps", "initial_losses", "weight_grad")
+    __slots__ = ("steps", "initial_losses", "weight_grad", "weight_values")
 
     def __init__(self):
-        self.steps, self.initial_losses, self.weight_grad = 0, None, None
+        self.steps, self.initial_losses, self.weight_grad, self.weight_values = 0, None, None, None
 
 
 def _usable_features(features, num_tasks: int) -> bool:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from gradnorm.balancers.base import Balancer
+from gradnorm.balancers.scalar_optim import ScalarOptimizer
 
 
 class Uncertainty(Balancer):
@@ -35,7 +36,8 @@ class Uncertainty(Balancer):
         super().__init__(num_tasks)
         self.log_variances = nn.Parameter(torch.zeros(num_tasks))
         self.optimizer = optimizer([self.log_variances])
-        self._grad: Tensor | None = None
+        self._stepper = ScalarOptimizer(self.optimizer, self.log_variances)
+        self._pending: tuple[list[float], list[float]] | None = None  # s_i and ∂L_unc/∂s_i, for step()
 
     @property
     def weights(self) -> Tensor:
@@ -45,18 +47,22 @@ class Uncertainty(Balancer):
         losses = self._check_losses(losses)
         w = self.weights.to(device=losses.device, dtype=losses.dtype)
         (w * losses).sum().backward()
-        # ∂L_unc/∂s_i = 1 − w_i L_i, on the global batch when data-parallel.
-        mean_losses = self._global_mean(losses.detach())
-        self._grad = 1.0 - w * mean_losses
-        return {"uncertainty/objective": float((w * mean_losses).sum() + self.log_variances.detach().sum())}
+        # ∂L_unc/∂s_i = 1 − w_i L_i, on the global batch when data-parallel; on T host floats (one
+        # transfer) like GradNorm's update.
+        num_tasks = self.num_tasks
+        values = torch.cat([self._global_mean(losses.detach()), w, self.log_variances.detach().to(w)]).tolist()
+        mean_losses, weights, log_variances = values[:num_tasks], values[num_tasks:2 * num_tasks], values[2 * num_tasks:]
+        weighted = [weight * loss for weight, loss in zip(weights, mean_losses)]
+        self._pending = (log_variances, [1.0 - x for x in weighted])
+        return {"uncertainty/objective": sum(weighted) + sum(log_variances)}
 
     def step(self) -> None:
-        if self._grad is None:
+        if self._pending is None:
             return
-        self.log_variances.grad = self._grad.to(self.log_variances)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self._grad = None
+        stepped = self._stepper.step(*self._pending)
+        self._pending = None
+        with torch.no_grad():
+            self.log_variances.copy_(torch.tensor(stepped))
 
     def get_extra_state(self):
         return {"optimizer": self.optimizer.state_dict()}
