@@ -70,13 +70,15 @@ class LastLayer:
         grads = self._output_grads(z, grads_at_z)
         num_tasks = len(grads_at_z)
         if self.kind == "linear":
-            rows = _linear_input(self.node)
-            per_task = grads.transpose(0, 1)  # (T, N, out)
+            (rows, out), fan_in = grads.shape[::2], _linear_input(self.node).shape[1]
+            if _gram_is_cheaper(rows, fan_in, out, num_tasks):
+                return _gram_squared_norms(_linear_input(self.node), grads.transpose(0, 1))  # G: (T, N, out)
         else:
-            rows = _patch_rows(self.node)
-            per_task = None if rows is None else torch.stack([g.flatten(2).transpose(1, 2).flatten(0, 1) for g in grads])
-        if rows is not None and _gram_is_cheaper(rows.shape[0], rows.shape[1], per_task.shape[2], num_tasks):
-            return _gram_squared_norms(rows, per_task)
+            weight, out_grad = self.node._saved_weight, grads[0]
+            rows, fan_in = out_grad.shape[0] * out_grad[0, 0].numel(), weight[0].numel()
+            if _is_plain_conv2d(self.node) and _gram_is_cheaper(rows, fan_in, out_grad.shape[1], num_tasks):
+                per_task = torch.stack([g.flatten(2).transpose(1, 2).flatten(0, 1) for g in grads])  # (T, P, out)
+                return _gram_squared_norms(_patch_rows(self.node), per_task)
         full = _linear_weight_grads(self.node, grads) if self.kind == "linear" else _conv_weight_grads(self.node, grads)
         full = full.flatten(1).float()
         return (full * full).sum(1)
@@ -175,12 +177,14 @@ def _gram_is_cheaper(rows: int, fan_in: int, out: int, num_tasks: int) -> bool:
     return rows <= GRAM_MAX_ROWS and gram <= GRAM_MAX_COST_SHARE * direct
 
 
-def _patch_rows(node: Node) -> Tensor | None:
-    """A 2-D convolution's input as im2col rows (N·L × C·kh·kw), matching W's layout; None for
-    transposed, grouped or non-2-D convolutions (left to the direct route)."""
+def _is_plain_conv2d(node: Node) -> bool:
+    """Not transposed, not grouped, 2-D: the convolutions whose input :func:`_patch_rows` unfolds."""
+    return not node._saved_transposed and node._saved_groups == 1 and node._saved_input.dim() == 4
+
+
+def _patch_rows(node: Node) -> Tensor:
+    """A 2-D convolution's input as im2col rows (N·L × C·kh·kw), matching W's layout."""
     inputs, weight = node._saved_input, node._saved_weight
-    if node._saved_transposed or node._saved_groups != 1 or inputs.dim() != 4:
-        return None
     patches = torch.nn.functional.unfold(inputs, weight.shape[2:], dilation=node._saved_dilation,
                                          padding=node._saved_padding, stride=node._saved_stride)
     return patches.transpose(1, 2).flatten(0, 1)
