@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 
@@ -51,8 +52,11 @@ class WandbLogger(Logger):
         kwargs["name"] = kwargs["name"] or name
         directory = Path(self.dir) if self.dir else Path.cwd()
         directory.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(config=config, dir=str(directory), reinit="finish_previous",
-                              settings=wandb.Settings(console="off"), **kwargs)
+        # One W&B run per run folder: a resumed run (trainer.resume, in place) continues the same one.
+        run_id, resuming = _run_id(Path(run_dir))
+        self.run = wandb.init(config=config, dir=str(directory), reinit="finish_previous", id=run_id,
+                              resume="allow" if resuming else None, settings=wandb.Settings(console="off"),
+                              **kwargs)
 
     def log(self, scalars, step):
         if self.run is not None:
@@ -83,3 +87,18 @@ class WandbLogger(Logger):
         if self.run is not None:
             self.run.finish(exit_code=exit_code)
             self.run = None
+
+
+#: file in a run folder holding the id of its W&B run
+WANDB_ID_FILE = "wandb_run_id.txt"
+
+
+def _run_id(run_dir: Path) -> tuple[str, bool]:
+    """The W&B run id of ``run_dir``: the saved one (True: a resumed run) or a new one, saved."""
+    path = run_dir / WANDB_ID_FILE
+    if path.is_file() and path.read_text().strip():
+        return path.read_text().strip(), True
+    run_id = uuid.uuid4().hex[:12]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(run_id + "\n")
+    return run_id, False

@@ -58,3 +58,27 @@ def test_bad_group_option_is_one_line_without_traceback(tmp_path):
     assert len(lines) == 1, result.stderr
     assert "gradnrom" in lines[0] and "gradnorm" in lines[0] and "equal" in lines[0]
     assert not (tmp_path / "x").exists()
+
+
+def test_wandb_offline_run_is_continued_by_a_resume(tmp_path, monkeypatch):
+    """One W&B run per run folder: the first start saves its id, a resumed start reuses it."""
+    import wandb
+
+    from gradnorm.loggers import WANDB_ID_FILE, WandbLogger
+
+    calls = []
+
+    class FakeRun:
+        def finish(self, exit_code=0):
+            pass
+
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs) or FakeRun())
+    run_dir = tmp_path / "run"
+    for _ in range(2):
+        logger = WandbLogger(dir=str(tmp_path))
+        logger.start({"seed": 0}, run_dir, name="run")
+        logger.finish()
+    saved = (run_dir / WANDB_ID_FILE).read_text().strip()
+    assert [c["id"] for c in calls] == [saved, saved]
+    assert [c["resume"] for c in calls] == [None, "allow"]
+    assert calls[0]["mode"] == "offline"
