@@ -10,8 +10,8 @@ from pathlib import Path
 class Logger:
     """Does nothing; ``logger=none``."""
 
-    def start(self, config: dict, run_dir: Path, name: str | None = None) -> None:
-        pass
+    def start(self, config: dict, run_dir: Path, name: str | None = None, resumable: bool = False) -> None:
+        """``resumable``: a training run, which a later ``trainer.resume`` of ``run_dir`` continues."""
 
     def log(self, scalars: dict[str, float], step: int) -> None:
         pass
@@ -44,7 +44,7 @@ class WandbLogger(Logger):
         self.dir = dir
         self.run = None
 
-    def start(self, config, run_dir, name=None):
+    def start(self, config, run_dir, name=None, resumable=False):
         import wandb
 
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -52,8 +52,8 @@ class WandbLogger(Logger):
         kwargs["name"] = kwargs["name"] or name
         directory = Path(self.dir) if self.dir else Path.cwd()
         directory.mkdir(parents=True, exist_ok=True)
-        # One W&B run per run folder: a resumed run (trainer.resume, in place) continues the same one.
-        run_id, resuming = _run_id(Path(run_dir))
+        # One W&B run per training run folder: a resumed run (trainer.resume, in place) continues it.
+        run_id, resuming = _run_id(Path(run_dir)) if resumable else (None, False)
         self.run = wandb.init(config=config, dir=str(directory), reinit="finish_previous", id=run_id,
                               resume="allow" if resuming else None, settings=wandb.Settings(console="off"),
                               **kwargs)

@@ -99,7 +99,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     logger = build(cfg.logger, "logger") if (main_process and cfg.get("logger")) else None
     if logger is not None:
-        logger.start(resolved, run_dir, name=run_dir.name)
+        logger.start(resolved, run_dir, name=run_dir.name, resumable=True)
 
     def evaluate() -> dict[str, float]:
         nonlocal initial_test_losses

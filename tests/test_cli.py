@@ -76,9 +76,12 @@ def test_wandb_offline_run_is_continued_by_a_resume(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     for _ in range(2):
         logger = WandbLogger(dir=str(tmp_path))
-        logger.start({"seed": 0}, run_dir, name="run")
+        logger.start({"seed": 0}, run_dir, name="run", resumable=True)
         logger.finish()
     saved = (run_dir / WANDB_ID_FILE).read_text().strip()
     assert [c["id"] for c in calls] == [saved, saved]
     assert [c["resume"] for c in calls] == [None, "allow"]
     assert calls[0]["mode"] == "offline"
+    # Other runs (the report's) get a fresh W&B id and write nothing into their folder.
+    WandbLogger(dir=str(tmp_path)).start({}, tmp_path / "report", name="report")
+    assert calls[-1]["id"] is None and not (tmp_path / "report").exists()
