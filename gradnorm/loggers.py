@@ -96,8 +96,9 @@ WANDB_ID_FILE = "wandb_run_id.txt"
 def _run_id(run_dir: Path) -> tuple[str, bool]:
     """The W&B run id of ``run_dir``: the saved one (True: a resumed run) or a new one, saved."""
     path = run_dir / WANDB_ID_FILE
-    if path.is_file() and path.read_text().strip():
-        return path.read_text().strip(), True
+    saved = path.read_text().strip() if path.is_file() else ""
+    if saved:
+        return saved, True
     run_id = uuid.uuid4().hex[:12]
     run_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(run_id + "\n")

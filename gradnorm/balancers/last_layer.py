@@ -51,10 +51,7 @@ class LastLayer:
         Call it while the backward pass is under way, before ``node`` has run (its saved tensors
         are freed once it has), e.g. from a pre-hook on ``top``.
         """
-        grads = self._output_grads(z, grads_at_z)
-        if self.kind == "linear":
-            return _linear_weight_grads(self.node, grads)
-        return _conv_weight_grads(self.node, grads)
+        return self._weight_grads(self._output_grads(z, grads_at_z))
 
     @torch.no_grad()
     def squared_norms(self, z: Tensor, grads_at_z: list[Tensor]) -> Tensor:
@@ -70,18 +67,22 @@ class LastLayer:
         grads = self._output_grads(z, grads_at_z)
         num_tasks = len(grads_at_z)
         if self.kind == "linear":
-            (rows, out), fan_in = grads.shape[::2], _linear_input(self.node).shape[1]
-            if _gram_is_cheaper(rows, fan_in, out, num_tasks):
-                return _gram_squared_norms(_linear_input(self.node), grads.transpose(0, 1))  # G: (T, N, out)
+            inputs = _linear_input(self.node)
+            if _gram_is_cheaper(grads.shape[0], inputs.shape[1], grads.shape[2], num_tasks):
+                return _gram_squared_norms(inputs, grads.transpose(0, 1))  # G: (T, N, out)
         else:
             weight, out_grad = self.node._saved_weight, grads[0]
             rows, fan_in = out_grad.shape[0] * out_grad[0, 0].numel(), weight[0].numel()
             if _is_plain_conv2d(self.node) and _gram_is_cheaper(rows, fan_in, out_grad.shape[1], num_tasks):
                 per_task = torch.stack([g.flatten(2).transpose(1, 2).flatten(0, 1) for g in grads])  # (T, P, out)
                 return _gram_squared_norms(_patch_rows(self.node), per_task)
-        full = _linear_weight_grads(self.node, grads) if self.kind == "linear" else _conv_weight_grads(self.node, grads)
-        full = full.flatten(1).float()
-        return (full * full).sum(1)
+        return squared_norm(self._weight_grads(grads).flatten(1), dim=1)
+
+    def _weight_grads(self, grads) -> Tensor:
+        """(T, *W.shape) from the gradients at the layer's output (see :meth:`_output_grads`)."""
+        if self.kind == "linear":
+            return _linear_weight_grads(self.node, grads)
+        return _conv_weight_grads(self.node, grads)
 
     def _output_grads(self, z: Tensor, grads_at_z: list[Tensor]):
         """The T gradients at the layer's output y: Linear (N, T, out); convolution, a list."""
@@ -200,3 +201,10 @@ def _gram_squared_norms(rows: Tensor, per_task: Tensor) -> Tensor:
     gram_rows = rows @ rows.t()  # (P, P)
     gram_tasks = per_task @ per_task.transpose(1, 2)  # (T, P, P)
     return (gram_tasks.double() * gram_rows.double()).sum((1, 2)).float()
+
+
+def squared_norm(t: Tensor, dim=None) -> Tensor:
+    """Σ t² in float32 by a summing reduction: on CPU, float32 ``vector_norm`` of a multi-million
+    entry gradient (FCN's W has 9.4M) is off by ~4e-4 relative; ``sum`` keeps ~1e-7."""
+    t = t.float()
+    return (t * t).sum() if dim is None else (t * t).sum(dim)

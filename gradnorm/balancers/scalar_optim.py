@@ -27,7 +27,7 @@ class ScalarOptimizer:
     def __init__(self, optimizer: torch.optim.Optimizer, param: nn.Parameter):
         self.optimizer, self.param = optimizer, param
         self.on_host = _is_plain_adam(optimizer, param)
-        self._steps, self._exp_avg, self._exp_avg_sq = 0, [0.0] * param.numel(), [0.0] * param.numel()
+        self._reset()
         if self.on_host:
             optimizer.register_state_dict_pre_hook(lambda _: self._to_optimizer_state())
             optimizer.register_load_state_dict_post_hook(lambda _: self._from_optimizer_state())
@@ -67,10 +67,15 @@ class ScalarOptimizer:
     def _from_optimizer_state(self) -> None:
         state = self.optimizer.state.get(self.param)
         if not state:
-            self._steps, self._exp_avg, self._exp_avg_sq = 0, [0.0] * self.param.numel(), [0.0] * self.param.numel()
+            self._reset()
             return
         self._steps = int(state["step"])
         self._exp_avg, self._exp_avg_sq = state["exp_avg"].tolist(), state["exp_avg_sq"].tolist()
+
+    def _reset(self) -> None:
+        """No step taken yet: Adam's moments start at zero."""
+        size = self.param.numel()
+        self._steps, self._exp_avg, self._exp_avg_sq = 0, [0.0] * size, [0.0] * size
 
 
 def _float32(values: list[float]) -> list[float]:
