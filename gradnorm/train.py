@@ -53,6 +53,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         checkpoint = load_checkpoint(run_dir / CHECKPOINT)
     if checkpoint is not None:
         check_resume_config(checkpoint, cfg, world)
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
     seed_everything(cfg.seed)
 
     # -- what to train -------------------------------------------------------------------------
@@ -143,7 +145,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
     def finish(status: str, error: str | None = None) -> dict:
         summary = _summary(status, error, task_names, balancer, history, step, settings.max_steps,
-                           elapsed_before + time.perf_counter() - start, resolved, net)
+                           elapsed_before + time.perf_counter() - start, resolved, net, data.task_setup())
         if main_process:
             io.save_csv(run_dir / "history.csv", _frame(history))
             io.write_json(run_dir / "summary.json", summary)
@@ -307,7 +309,8 @@ def _frame(history: list[dict]):
     return frame[first + [c for c in frame.columns if c not in first]] if len(frame) else frame
 
 
-def _summary(status, error, task_names, balancer, history, step, max_steps, wall_time, resolved, net) -> dict:
+def _summary(status, error, task_names, balancer, history, step, max_steps, wall_time, resolved, net,
+             task_setup) -> dict:
     train_rows = [r for r in history if r["step"] < max_steps and f"weight/{task_names[0]}" in r]
     mean_weights = [
         sum(r[f"weight/{n}"] for r in train_rows) / len(train_rows) if train_rows else float("nan")
@@ -326,6 +329,7 @@ def _summary(status, error, task_names, balancer, history, step, max_steps, wall
         "steps": step,
         "wall_time_s": round(wall_time, 3),
         "num_parameters": sum(p.numel() for p in net.parameters()),
+        "task_setup": task_setup,
         "config": resolved,
     }
     if error:
