@@ -171,7 +171,7 @@ def _task_colors(run, sigmas: bool) -> list:
     if sigmas and run.config.get("dataset", {}).get("num_tasks"):
         from gradnorm.report.figure2 import toy_sigmas
 
-        return task_colors(toy_sigmas(run.config))
+        return task_colors(toy_sigmas(run))
     import matplotlib.pyplot as plt
 
     return [plt.get_cmap("tab10")(i % 10) for i in range(len(run.task_names))]

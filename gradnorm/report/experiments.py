@@ -12,6 +12,15 @@ A spec::
     sweeps:                         # run in order, each as one `python run.py -m ...`
       <sweep>:
         <key>: <value>              # a Hydra override; "a,b,c" sweeps; "{runs}" = this experiment's runs dir
+    base: {<key>: <value>}          # optional, with `settings`: the overrides every setting shares
+    settings:                       # optional: one sweep per named setting = base + the setting's overrides;
+      <setting>: {<key>: <value>}   #   its runs record `setting=<setting>` (a runs.csv column)
+    followup:                       # optional, with `settings`: after the sweeps, one more sweep per setting
+      claim: <claim id>             #   whose verdict on this claim (in `where`, e.g. "toy T=2") differs from
+      where: <setting of a verdict> #   the `reference` setting's: the setting's overrides + `sweep`, in the
+      reference: <setting>          #   sweep folder `<setting>__<name>`
+      name: <name>
+      sweep: {<key>: <value>}
     report:
       kind: figure2 | grid | alpha | table1 | figure3
       <parameters of that report>
@@ -21,6 +30,7 @@ Runs land in ``<runs>/<sweep>/<job>``; every run gets ``sweep_group=<name>/<swee
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -37,7 +47,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS_DIR = ROOT / "experiments"
 RUN_PY = ROOT / "run.py"
 #: override keys that never name a run directory (long, contain "/", or identical in a sweep)
-_NOT_IN_DIRNAME = ("sweep_group", "balancer.from_run", "hydra.sweep.subdir")
+_NOT_IN_DIRNAME = ("sweep_group", "setting", "balancer.from_run", "hydra.sweep.subdir")
+#: separates a setting's name from its follow-up sweep's name (``<setting>__<name>``)
+FOLLOWUP_SEP = "__"
 
 
 class ExperimentError(ValueError):
@@ -55,6 +67,16 @@ class Experiment:
     report: dict = field(default_factory=dict)
     gpu: bool = False
     env: dict[str, str] = field(default_factory=dict)
+    #: setting name -> its own overrides (experiments with ``settings``; each is also a sweep)
+    settings: dict[str, dict[str, str]] = field(default_factory=dict)
+    base: dict[str, str] = field(default_factory=dict)
+    followup: dict = field(default_factory=dict)
+
+    def add_followup(self, setting: str) -> str:
+        """Add the follow-up sweep of ``setting`` (see ``followup`` in the spec); return its name."""
+        name = f"{setting}{FOLLOWUP_SEP}{self.followup['name']}"
+        self.sweeps[name] = {**self.base, **self.followup["sweep"], **self.settings[setting], "++setting": setting}
+        return name
 
 
 def available(directory: Path = EXPERIMENTS_DIR) -> list[str]:
@@ -71,11 +93,42 @@ def load_experiment(name: str, directory: Path = EXPERIMENTS_DIR) -> Experiment:
     report = dict(spec.get("report") or {})
     if "kind" not in report:
         raise ExperimentError(f"{path}: report.kind is missing")
-    return Experiment(name=name, description=str(spec.get("description", "")), paper=str(spec.get("paper", "")),
-                      results=ROOT / spec.get("results", f"results/{name}"),
-                      runs=ROOT / spec.get("runs", f"runs/{name}"), sweeps=sweeps, report=report,
-                      gpu=bool(spec.get("gpu", False)),
-                      env={str(k): str(v) for k, v in (spec.get("env") or {}).items()})
+    base = _overrides(spec.get("base"))
+    settings = {str(k): _overrides(v) for k, v in (spec.get("settings") or {}).items()}
+    for setting, overrides in settings.items():
+        if setting in sweeps or FOLLOWUP_SEP in setting:
+            raise ExperimentError(f"{path}: setting {setting!r} clashes with a sweep name or contains {FOLLOWUP_SEP!r}")
+        sweeps[setting] = {**base, **overrides, "++setting": setting}
+    followup = dict(spec.get("followup") or {})
+    if followup:
+        missing = [k for k in ("claim", "where", "reference", "name", "sweep") if k not in followup]
+        if missing or followup.get("reference") not in settings:
+            raise ExperimentError(f"{path}: followup needs claim, where, name, sweep and a reference setting; "
+                                  f"missing {missing or ['reference']}")
+        followup["sweep"] = _overrides(followup["sweep"])
+    experiment = Experiment(name=name, description=str(spec.get("description", "")),
+                            paper=str(spec.get("paper", "")), results=ROOT / spec.get("results", f"results/{name}"),
+                            runs=ROOT / spec.get("runs", f"runs/{name}"), sweeps=sweeps, report=report,
+                            gpu=bool(spec.get("gpu", False)),
+                            env={str(k): str(v) for k, v in (spec.get("env") or {}).items()},
+                            settings=settings, base=base, followup=followup)
+    return experiment
+
+
+def _overrides(node) -> dict[str, str]:
+    return {str(key): _as_override_value(v) for key, v in (node or {}).items()}
+
+
+def add_existing_followups(experiment: Experiment, runs_dir: Path) -> list[str]:
+    """Register the follow-up sweeps already on disk under ``runs_dir`` (for reports on finished runs)."""
+    names = []
+    if not experiment.followup or not runs_dir.is_dir():
+        return names
+    for folder in sorted(runs_dir.iterdir()):
+        setting, sep, rest = folder.name.partition(FOLLOWUP_SEP)
+        if sep and rest == experiment.followup["name"] and setting in experiment.settings:
+            names.append(experiment.add_followup(setting))
+    return names
 
 
 def merged_overrides(experiment: Experiment, sweep: str, extras: list[str]) -> dict[str, str]:
@@ -104,8 +157,10 @@ def sweep_command(experiment: Experiment, sweep: str, runs_dir: Path, extras: li
     """``python run.py -m <overrides> hydra.sweep.dir=<runs>/<sweep> ...`` for one sweep."""
     overrides = merged_overrides(experiment, sweep, extras)
     # Job directories are named by the keys that vary; fixed extras (e.g. trainer.max_steps=4) stay out.
+    own = experiment.settings.get(sweep.partition(FOLLOWUP_SEP)[0], {})  # a setting's own keys: in the sweep's name
     excluded = [k.lstrip("+~") for k, v in overrides.items()
-                if k.lstrip("+~") in _NOT_IN_DIRNAME or (k not in experiment.sweeps[sweep] and count_values(v) == 1)]
+                if k.lstrip("+~") in _NOT_IN_DIRNAME or k in own
+                or (k not in experiment.sweeps[sweep] and count_values(v) == 1)]
     args = [f"{k}={v.replace('{runs}', str(runs_dir))}" for k, v in overrides.items()]
     hydra_args = [f"hydra.sweep.dir={runs_dir / sweep}",
                   f"hydra.job.config.override_dirname.exclude_keys=[{','.join(['sweep_group'] + excluded)}]",
@@ -178,12 +233,15 @@ def build_report(experiment: Experiment, runs_dir: Path, out_dir: Path, extras: 
     if kind not in REPORTS:
         raise ExperimentError(f"experiment {experiment.name}: unknown report kind {kind!r}; "
                               f"choose one of: {', '.join(sorted(REPORTS))}")
+    add_existing_followups(experiment, runs_dir)
     runs = load_runs(runs_dir)
     if not runs:
         raise ExperimentError(f"no run directories under {runs_dir}: run `scripts/reproduce.py {experiment.name}` "
                               "first (or pass --runs-dir)")
     frame = runs_frame(runs, runs_dir)
     params = {k: v for k, v in experiment.report.items() if k != "kind"}
+    if experiment.settings:  # a study of named settings: its report gets them and the sweeps' wall times
+        params.update(settings=experiment.settings, timing=_sweep_times(runs_dir))
     prefix = params.get("prefix", "")
     out_dir.mkdir(parents=True, exist_ok=True)
     files = [io.save_csv(out_dir / f"{prefix}runs.csv", frame)]
@@ -194,6 +252,13 @@ def build_report(experiment: Experiment, runs_dir: Path, out_dir: Path, extras: 
     files.append(write_results_readme(out_dir))
     files.append(write_paper_report(out_dir.parent))
     return files
+
+
+def _sweep_times(runs_dir: Path) -> dict[str, float]:
+    try:
+        return {str(k): float(v) for k, v in json.loads((runs_dir / "sweep_times.json").read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 def write_results_readme(out_dir: Path) -> Path:
