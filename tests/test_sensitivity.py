@@ -41,6 +41,14 @@ def study(tmp_path):
     return load_runs(root)
 
 
+def test_thelength_check_compares_the_reference_with_a_longer_run(study):
+    groups = sensitivity.group(study, "default")
+    cells = {s: sensitivity.figure2_cells(rs) for s, rs in groups.items()}
+    line = sensitivity.length_check(cells, groups, "default", {"same": {"trainer.max_steps": "200"}})
+    assert line == "- Training length: `default` (100 steps) and `same` (100 steps) agree on 5 of 5 verdicts."
+    assert sensitivity.length_check(cells, groups, "default", {"better": {"trainer.optimizer.lr": "1e-4"}}) == ""
+
+
 def test_claims_map_cells_and_differing_settings(study):
     groups = sensitivity.group(study, "default")
     assert list(groups) == ["default", "better", "same"]  # the reference first

@@ -29,7 +29,7 @@ from gradnorm.report import figure2, grid
 from gradnorm.report.curves import plot_band, seed_frame
 from gradnorm.report.runs import Run, method_of
 from gradnorm.report.style import METHOD_LABELS, method_color, new_figure, save_figure
-from gradnorm.report.tables import fmt, markdown
+from gradnorm.report.tables import markdown
 
 #: Figure 2's claims, in the map's column order, with a short column name
 FIGURE2_CLAIMS = {
@@ -153,7 +153,7 @@ def report(runs: list[Run], out: Path, footer: str = "", reference: str = "defau
     files += curves_figure(groups, [reference] + differing, out / "curves")
     files.append(io.write_text(out / "claims_map.md", claims_map_markdown(cells, grids, settings, reference)
                                + "\n" + footer))
-    files.append(io.write_text(out / "decides.md", decides_markdown(groups, cells, grids, reference, timing)))
+    files.append(io.write_text(out / "decides.md", decides_markdown(groups, cells, grids, reference, timing, settings)))
     verdicts = [c.result for s, by_t in cells.items() for T, by_claim in by_t.items() for c in by_claim.values()]
     verdicts += [c.result for s, by_claim in grids.items() for c in by_claim.values()]
     for s, by_t in cells.items():  # the setting's name is part of each verdict's setting
@@ -312,7 +312,8 @@ def curves_figure(groups: dict[str, list[Run]], shown: list[str], base: Path) ->
 
 
 # -- the sentences ---------------------------------------------------------------------------------------
-def decides_markdown(groups: dict, cells: dict, grids: dict, reference: str, timing: dict | None) -> str:
+def decides_markdown(groups: dict, cells: dict, grids: dict, reference: str, timing: dict | None,
+                     settings: dict | None = None) -> str:
     """``decides.md``: which choices decide each claim, in sentences computed from the verdicts."""
     names = {**FIGURE2_CLAIMS, **FIGURE4_CLAIMS}
     n = len(cells)
@@ -354,7 +355,7 @@ def decides_markdown(groups: dict, cells: dict, grids: dict, reference: str, tim
         total = sum(len(b) for b in cells[best].values())
         lines.append(f"- No setting makes every Figure 2 claim hold; the most (found after the fact): `{best}`, "
                      f"{_count(cells[best], C.REPRODUCED)} of {total} reproduced.")
-    length = _length_check(cells, groups, reference)
+    length = length_check(cells, groups, reference, settings or {})
     if length:
         lines.append(length)
     if timing:
@@ -372,31 +373,20 @@ def _seed_count(groups: dict) -> int:
     return max((len({r.config.get("seed") for r in rs}) for rs in groups.values()), default=0)
 
 
-def _length_check(cells: dict, groups: dict, reference: str) -> str:
-    """The reference setting against the same set-up trained for the paper-length 10,000 steps, if run."""
-    steps = {s: {r.config.get("trainer", {}).get("max_steps") for r in rs} for s, rs in groups.items()}
-    ref_steps = steps.get(reference, set())
-    longer = [s for s, st in steps.items() if s != reference and len(st) == 1 and st != ref_steps
-              and all(k.startswith("trainer.max_steps") for k in _own_overrides(groups[s]))]
-    if not longer or len(ref_steps) != 1:
-        return ""
+LENGTH_KEYS = {"trainer.max_steps", "trainer.eval_every"}
+
+
+def length_check(cells: dict, groups: dict, reference: str, settings: dict) -> str:
+    """The reference setting against the settings that only train it longer or shorter (the check behind
+    the study's training length)."""
+    steps = {s: sorted({r.config.get("trainer", {}).get("max_steps") for r in rs}) for s, rs in groups.items()}
+    longer = [s for s in cells if s != reference and settings.get(s) and set(settings[s]) <= LENGTH_KEYS]
     out = []
     for s in longer:
-        same = total = 0
-        for T, by_claim in cells[reference].items():
-            for cid, cell in by_claim.items():
-                other = cells[s].get(T, {}).get(cid)
-                if other is not None:
-                    total += 1
-                    same += other.result.verdict == cell.result.verdict
-        out.append(f"`{reference}` ({ref_steps.pop() if len(ref_steps) == 1 else '?'} steps) and `{s}` "
-                   f"({next(iter(steps[s]))} steps) agree on {same} of {total} verdicts")
-    return "- Training length: " + "; ".join(out) + "."
-
-
-def _own_overrides(runs: list[Run]) -> list[str]:
-    """The overrides a setting adds to the defaults, from its runs' recorded ``setting_overrides``."""
-    keys = set()
-    for run in runs:
-        keys |= set((run.config.get("setting_overrides") or {}))
-    return sorted(keys)
+        pairs = [(cell.result.verdict, cells[s].get(T, {}).get(cid)) for T, by_claim in cells.get(reference, {}).items()
+                 for cid, cell in by_claim.items()]
+        same = sum(other is not None and other.result.verdict == verdict for verdict, other in pairs)
+        total = sum(other is not None for _, other in pairs)
+        out.append(f"`{reference}` ({'/'.join(map(str, steps.get(reference, [])))} steps) and `{s}` "
+                   f"({'/'.join(map(str, steps[s]))} steps) agree on {same} of {total} verdicts")
+    return ("- Training length: " + "; ".join(out) + ".") if out else ""
