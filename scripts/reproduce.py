@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     for path in files:
         print(f"    wrote {_short(path)}")
+    for path in files:  # the new numbers against the ones they replaced (docs/experiments.md)
+        if path.name.endswith("comparison.md"):
+            print("\n" + path.read_text())
     log_report(experiment.name, files, args.overrides)
     return 0
 

@@ -40,6 +40,7 @@ from pathlib import Path
 import yaml
 
 from gradnorm import io
+from gradnorm.report.reference import Reference, write_comparison
 from gradnorm.report.runs import load_runs, runs_frame
 from gradnorm.report.tables import not_completed_section
 
@@ -244,11 +245,13 @@ def build_report(experiment: Experiment, runs_dir: Path, out_dir: Path, extras: 
         params.update(settings=experiment.settings, timing=_sweep_times(runs_dir))
     prefix = params.get("prefix", "")
     out_dir.mkdir(parents=True, exist_ok=True)
+    before = Reference.read(out_dir / f"{prefix}runs.csv", out_dir / f"claims_{experiment.name}.json")
     files = [io.save_csv(out_dir / f"{prefix}runs.csv", frame)]
     footer = not_completed_section(frame, expected_runs(experiment, extras or [], runs_dir))
     made, verdicts = REPORTS[kind](runs, out_dir, footer=footer, **params)
     files += made
     files.append(claims.write_claims(out_dir, experiment.name, verdicts, _context(frame, runs_dir)))
+    files.append(write_comparison(before, out_dir, prefix, experiment.name))
     files.append(write_results_readme(out_dir))
     files.append(write_paper_report(out_dir.parent))
     return files
