@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from omegaconf import OmegaConf
 
 #: status of a run directory without summary.json (crashed, killed, or still running)
@@ -60,9 +61,9 @@ class Run:
     def overrides(self) -> str:
         """The command-line overrides Hydra recorded for this run (``.hydra/overrides.yaml``), shell-quoted:
         ``python run.py <overrides>`` re-creates it. Empty when not recorded."""
-        try:
-            recorded = OmegaConf.load(self.path / ".hydra" / "overrides.yaml")
-        except Exception:  # noqa: BLE001 - absent or broken: nothing to re-run from
+        try:  # plain YAML: the overrides stay as typed, interpolations (${hydra:...}) unresolved
+            recorded = yaml.safe_load((self.path / ".hydra" / "overrides.yaml").read_text()) or []
+        except (OSError, yaml.YAMLError):  # absent or broken: nothing to re-run from
             return ""
         return shlex.join(str(o) for o in recorded)
 
