@@ -9,12 +9,11 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from gradnorm.config import ConfigError
+from gradnorm.config import NOT_TRAINING_KEYS, ConfigError
 
-#: Keys that may differ between a run and its resumption (they do not change the training).
-RESUMABLE_CHANGES = ("dataset.num_workers", "trainer.resume", "trainer.max_steps", "trainer.progress", "trainer.device",
-                     "trainer.checkpoint_every", "trainer.log_every", "trainer.eval_batch_size",
-                     "trainer.ddp_backend", "logger")
+#: Keys that may differ between a run and its resumption: those that do not change the training, and the
+#: run's length (a finished run may be continued for more steps).
+RESUMABLE_CHANGES = (*NOT_TRAINING_KEYS, "trainer.max_steps")
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -85,19 +85,3 @@ def check_num_tasks(num_tasks) -> int:
     if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
         raise ValueError(f"num_tasks must be a positive integer, got {num_tasks!r}")
     return num_tasks
-
-
-def as_float(value, name: str, *, minimum: float | None = None, strict: bool = False) -> float:
-    """Convert a config value to float with an error that names it and what is allowed."""
-    allowed = "a number" if minimum is None else f"a number {'>' if strict else '>='} {minimum:g}"
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}") from None
-    if out != out or out in (float("inf"), float("-inf")):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    if minimum is not None and (out < minimum or (strict and out == minimum)):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return out

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from gradnorm.balancers.base import Balancer, as_float
+from gradnorm.balancers.base import Balancer
+from gradnorm.config import as_float
 
 
 class FixedWeights(Balancer):

@@ -39,9 +39,10 @@ import torch
 from torch import Tensor, nn
 
 from gradnorm import distributed
-from gradnorm.balancers.base import Balancer, as_float
+from gradnorm.balancers.base import Balancer
 from gradnorm.balancers.last_layer import find_last_layer, squared_norm
 from gradnorm.balancers.scalar_optim import ScalarOptimizer
+from gradnorm.config import as_float
 
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from gradnorm.balancers.base import as_float
 from gradnorm.balancers.fixed import FixedWeights
+from gradnorm.config import as_float
 
 
 class GridWeights(FixedWeights):

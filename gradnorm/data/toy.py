@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gradnorm.balancers.base import as_float
+from gradnorm.config import as_float
 from gradnorm.data.base import InMemoryData
 from gradnorm.tasks import Regression
 
