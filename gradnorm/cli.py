@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gradnorm import distributed, io
+from gradnorm import distributed, io, run_record
 from gradnorm.config import CONF_DIR, ConfigError
 
 EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
@@ -49,13 +49,13 @@ def main(cfg: DictConfig):
 
     status = summary["status"]
     speak = _launch_rank() == 0  # the status is the same on every torchrun process
-    if status == "interrupted":
+    if status == run_record.INTERRUPTED:
         resume = cfg.trainer.get("resume")
         resume_dir = resume if resume not in (None, "", "auto") else run_dir
         if speak:
             print(f"interrupted: {summary.get('error')}; resume with trainer.resume={resume_dir}", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
-    if status == "failed":
+    if status == run_record.FAILED:
         if speak:
             print(f"error: {summary.get('error')}", file=sys.stderr)
         if not multirun:
@@ -69,15 +69,12 @@ def _fail(err: Exception, run_dir: Path, cfg: DictConfig, multirun: bool, code: 
         print(f"error: {message}", file=sys.stderr)
     if not multirun:
         sys.exit(code)
-    if distributed.is_main_process() and not (run_dir / "summary.json").exists():
+    if distributed.is_main_process() and not run_record.has_summary(run_dir):
         try:
             config = OmegaConf.to_container(cfg, resolve=True)
         except Exception:  # noqa: BLE001 - the config itself may be what is broken
             config = OmegaConf.to_container(cfg, resolve=False)
-        io.write_json(run_dir / "summary.json", {
-            "status": "failed", "error": message, "task_names": [], "weights": [], "mean_weights": [],
-            "metrics": {}, "steps": 0, "wall_time_s": 0.0, "config": config,
-        })
+        run_record.write_summary(run_dir, run_record.failed_summary(message, config))
         if trace:
             io.write_text(run_dir / "error.log", trace)
     return None

@@ -20,6 +20,10 @@ class FixedWeights(Balancer):
         normalize: rescale them so that Σ_i w_i = T (as GradNorm's weights are).
     """
 
+    name = "fixed"
+    label = "Fixed {weights}"
+    color = "#56B4E9"
+
     def __init__(self, num_tasks: int, weights: Sequence[float] | None = None, normalize: bool = False):
         super().__init__(num_tasks)
         self.register_buffer("fixed_weights", check_weights(weights, num_tasks, normalize))

@@ -28,6 +28,10 @@ class GridWeights(FixedWeights):
         seed: the grid's seed; with ``index`` it fixes the draw.
     """
 
+    name = "grid"
+    label = "Grid #{index}"
+    color = "#CC79A7"
+
     def __init__(self, num_tasks: int, index: int = 0, low: float = 0.0, high: float = 1.0, seed: int = 0):
         super().__init__(num_tasks, grid_weights(num_tasks, index, low, high, seed))
         self.index = index

@@ -26,6 +26,11 @@ from gradnorm.balancers.scalar_optim import ScalarOptimizer
 class Uncertainty(Balancer):
     """Homoscedastic-uncertainty task weights w_i = exp(−s_i), s_i learned with the network."""
 
+    name = "uncertainty"
+    label = "Uncertainty"
+    color = "#E69F00"
+    log_prefix = "uncertainty/"
+
     def __init__(
         self,
         num_tasks: int,
