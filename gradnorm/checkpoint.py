@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gradnorm import io
-from gradnorm.config import NOT_TRAINING_KEYS, ConfigError
+from gradnorm.config import NOT_TRAINING_KEYS, ConfigError, key_in
 
 #: where a run directory keeps its checkpoint
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -105,7 +105,7 @@ def check_resume_config(checkpoint: dict, cfg: DictConfig, world_size: int = 1) 
     changed = sorted(
         key for key in set(saved) | set(current)
         if saved.get(key) != current.get(key)
-        and not any(key == k or key.startswith(k + ".") for k in RESUMABLE_CHANGES)
+        and not key_in(key, RESUMABLE_CHANGES)
     )
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:4])

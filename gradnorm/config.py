@@ -23,6 +23,11 @@ NOT_TRAINING_KEYS: tuple[str, ...] = tuple(
     OmegaConf.load(CONF_DIR / "config.yaml").hydra.job.config.override_dirname.exclude_keys)
 
 
+def key_in(key: str, keys) -> bool:
+    """Whether ``key`` is one of ``keys`` or below one of them (``logger.mode`` is below ``logger``)."""
+    return any(key == k or key.startswith(k + ".") for k in keys)
+
+
 class ConfigError(ValueError):
     """A config value is not allowed. The message names the key, the value and what is allowed."""
 

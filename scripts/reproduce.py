@@ -24,16 +24,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gradnorm.report.experiments import (  # noqa: E402
+from gradnorm.experiments import (  # noqa: E402
     ROOT,
     ExperimentError,
     available,
-    build_report,
     clear_sweep_dir,
     expected_runs,
     load_experiment,
     sweep_command,
 )
+from gradnorm.report.build import build_report  # noqa: E402
 from gradnorm.report.wandb_report import log_report  # noqa: E402
 
 EXIT_CONFIG = 2

@@ -1,5 +1,6 @@
-"""The asymmetry α: average % gain over equal weights against α (Figure 7, supplement) and the
-weights w_i(t) for two values of α (Figure 5).
+"""Figure 7 (supplement): GradNorm's average % gain over equal weights against the asymmetry α, per
+setting, with the claims that every α tried helps (and, on NYUv2, that the gain peaks near α = 1.5).
+The report of an α sweep: it also draws Figure 5 (``figure5``) and writes one table of both.
 
 Gain of a GradNorm run = average over tasks of 100·(err_equal − err)/err_equal against the equal-weights
 run of the same setting and seed (positive: GradNorm is better). Runs are grouped by setting
@@ -15,29 +16,12 @@ import numpy as np
 
 from gradnorm import io
 from gradnorm.report import claims as C
-from gradnorm.report.compare import completed_by_method, gains, setting_label
-from gradnorm.report.curves import plot_band, seed_frame
-from gradnorm.report.stats import spearman
-from gradnorm.report.style import method_color, new_figure, save_figure, task_colors
+from gradnorm.report import figure5
+from gradnorm.report.compare import completed_by_method, gains
+from gradnorm.report.style import method_color, new_figure, save_figure
 from gradnorm.report.tables import fmt, fmt_mean_std, markdown, seed_stats
 
-STRONG_RANK_CORRELATION = 0.5   # Spearman ρ(α, spread) ≥ this (and MIN_WIDENING): "reproduced"
-MIN_WIDENING = 0.1              # the spread at the largest α is at least 10% wider than at the smallest
 PEAK_RANGE = (1.0, 2.0)         # "peak near α = 1.5"
-
-
-def by_setting_and_alpha(runs: list) -> dict[str, dict[float, list]]:
-    """GradNorm runs -> {setting label: {α: runs}}."""
-    out: dict[str, dict[float, list]] = {}
-    for run in completed_by_method(runs).get("gradnorm", []):
-        alpha = float(run.config["balancer"]["alpha"])
-        out.setdefault(setting_label(run), {}).setdefault(alpha, []).append(run)
-    return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
-
-
-def spread(run) -> float:
-    """Std over tasks of the time-averaged weights (weights sum to T, so their mean is 1)."""
-    return float(np.std(run.summary.get("mean_weights") or [math.nan]))
 
 
 def report(runs: list, out: Path, footer: str = "", prefix: str = "alpha_", metrics=("test_loss/*",),
@@ -53,11 +37,11 @@ def report(runs: list, out: Path, footer: str = "", prefix: str = "alpha_", metr
     """
     metrics = list(metrics)
     equal = completed_by_method(runs).get("equal", [])
-    groups = by_setting_and_alpha(runs)
+    groups = figure5.by_setting_and_alpha(runs)
     gain = {key: {a: seed_stats(gains(rs, equal, metrics)) for a, rs in alphas.items()}
             for key, alphas in groups.items()}
-    files = figure7(gain, out / f"{prefix}figure7", title)
-    files += figure5(groups, traces_alphas, sigmas, out / f"{prefix}figure5")
+    files = figure(gain, out / f"{prefix}figure7", title)
+    files += figure5.figure(groups, traces_alphas, sigmas, out / f"{prefix}figure5")
     files.append(io.write_text(out / f"{prefix}table.md", table_markdown(groups, gain, metrics, title) + "\n" + footer))
     results = []
     for key, alphas in groups.items():
@@ -65,7 +49,7 @@ def report(runs: list, out: Path, footer: str = "", prefix: str = "alpha_", metr
     return files, results
 
 
-def figure7(gain: dict, base: Path, title: str) -> list[Path]:
+def figure(gain: dict, base: Path, title: str) -> list[Path]:
     fig, axes = new_figure(1, 1, width=5.0, height=3.6)
     ax = axes[0][0]
     ax.axhline(0.0, color=method_color("equal"), lw=1, ls="--", label="equal weights")
@@ -83,34 +67,6 @@ def figure7(gain: dict, base: Path, title: str) -> list[Path]:
     return save_figure(fig, base)
 
 
-def figure5(groups: dict, traces_alphas, sigmas: bool, base: Path) -> list[Path]:
-    fig, axes = new_figure(max(len(groups), 1), 2, width=4.2, height=3.0)
-    for row, (key, by_alpha) in enumerate(groups.items()):
-        chosen = [float(a) for a in traces_alphas if float(a) in by_alpha] or (
-            [min(by_alpha), max(by_alpha)] if by_alpha else [])
-        limits = []
-        for col, alpha in enumerate(chosen[:2]):
-            ax = axes[row][col]
-            runs = by_alpha[alpha]
-            names = runs[0].task_names
-            colors = _task_colors(runs[0], sigmas)
-            for i, name in enumerate(names):
-                plot_band(ax, seed_frame(runs, f"weight/{name}"), colors[i], name if len(names) <= 4 else None,
-                          spread="range")
-            ax.set_title(f"{key}: GradNorm α={alpha:g}\n(mean of {len(runs)} seeds, band min–max)")
-            ax.set_xlabel("step")
-            ax.set_ylabel("w_i(t)")
-            limits.append(ax.get_ylim())
-            if len(names) <= 4 and ax.get_legend_handles_labels()[0]:
-                ax.legend(frameon=False, fontsize=7)
-        if limits:  # the same y axis for both α, so their spreads compare at a glance
-            for col in range(len(limits)):
-                axes[row][col].set_ylim(min(lo for lo, _ in limits), max(hi for _, hi in limits))
-    fig.suptitle("Task weights for two values of α (Figure 5)")
-    fig.tight_layout()
-    return save_figure(fig, base)
-
-
 def table_markdown(groups: dict, gain: dict, metrics: list[str], title: str) -> str:
     keys = list(groups)
     alphas = sorted({a for by_alpha in groups.values() for a in by_alpha})
@@ -119,7 +75,7 @@ def table_markdown(groups: dict, gain: dict, metrics: list[str], title: str) -> 
     rows = []
     for a in alphas:
         cells = [fmt_mean_std(*gain[k][a]) if a in gain[k] else "–" for k in keys]
-        cells += [fmt_mean_std(*seed_stats([spread(r) for r in groups[k][a]])) if a in groups[k] else "–"
+        cells += [fmt_mean_std(*seed_stats([figure5.spread(r) for r in groups[k][a]])) if a in groups[k] else "–"
                   for k in keys]
         rows.append([f"{a:g}"] + cells)
     return (f"# {title or 'GradNorm α sweep (Figures 5 and 7)'}\n\n"
@@ -129,24 +85,8 @@ def table_markdown(groups: dict, gain: dict, metrics: list[str], title: str) -> 
 
 
 def claims(by_alpha: dict, gain: dict, setting: str, prefix: str, check_peak: bool) -> list[C.ClaimResult]:
-    out = []
+    out = [figure5.spread_claim(by_alpha, setting, prefix)]
     alphas = list(by_alpha)
-    spreads = [seed_stats([spread(r) for r in by_alpha[a]])[0] for a in alphas]
-    rho = spearman(alphas, spreads)
-    widening = spreads[-1] / spreads[0] - 1 if len(spreads) > 1 and spreads[0] > 0 else math.nan
-    check = (f"spread = std over tasks of GradNorm's time-averaged weights (mean over seeds). Spearman ρ(α, spread) "
-             f"≥ {STRONG_RANK_CORRELATION} and the spread at the largest α ≥ {1 + MIN_WIDENING:g}× the spread at the "
-             "smallest: reproduced; ρ > 0 or a wider spread: partly; otherwise not reproduced")
-    if not math.isfinite(rho) or not math.isfinite(widening):
-        verdict = C.NO_DATA
-    elif rho >= STRONG_RANK_CORRELATION and widening >= MIN_WIDENING:
-        verdict = C.REPRODUCED
-    else:
-        verdict = C.PARTLY if rho > 0 or widening > 0 else C.NOT_REPRODUCED
-    out.append(C.ClaimResult("fig5.alpha_spreads_weights", setting, verdict, (
-        f"ρ={fmt(rho, 2)}; spread {100 * widening:+.1f}% from α={alphas[0]:g} to α={alphas[-1]:g} ("
-        + ", ".join(f"α={a:g}: {fmt(s)}" for a, s in zip(alphas, spreads)) + ")"), check, f"{prefix}figure5.png"))
-
     tried = [a for a in alphas if 0 < a < 3 and gain[a][2]]
     positive = [a for a in tried if gain[a][0] > 0]
     check = ("mean over seeds of the average % gain over the same-seed equal-weights run, for every α in (0, 3) "
@@ -165,13 +105,3 @@ def claims(by_alpha: dict, gain: dict, setting: str, prefix: str, check_peak: bo
         else:
             out.append(C.ClaimResult("fig7.peak_near_1_5", setting, C.NO_DATA, "no gains", check))
     return out
-
-
-def _task_colors(run, sigmas: bool) -> list:
-    if sigmas and run.config.get("dataset", {}).get("num_tasks"):
-        from gradnorm.report.figure2 import toy_sigmas
-
-        return task_colors(toy_sigmas(run.config))
-    import matplotlib.pyplot as plt
-
-    return [plt.get_cmap("tab10")(i % 10) for i in range(len(run.task_names))]
