@@ -194,7 +194,7 @@ def image_backbones() -> list[str]:
 def make_case(name: str, device: torch.device, args) -> Case:
     quick, gpu = args.quick, device.type == "cuda"
     if name in ("mlp_t2", "mlp_t10"):
-        # The toy (PAPER.md §2): 250 -> 4 ReLU layers of 100 -> one affine head of 100 per task.
+        # The toy (docs/paper.md §4): 250 -> 4 ReLU layers of 100 -> one affine head of 100 per task.
         tasks = [Regression(f"task{i}", 100) for i in range(2 if name == "mlp_t2" else 10)]
         return Case(name, lambda: MLP(250, {t.name: 100 for t in tasks}), tasks, (250,), 100, TARGETS[name],
                     steps=2 * EVERY if quick else 5 * EVERY, rounds=args.rounds or (5 if quick else 40))

@@ -1,4 +1,4 @@
-"""GradNorm (Chen et al., ICML 2018, Algorithm 1; PAPER.md §1).
+"""GradNorm (Chen et al., ICML 2018, Algorithm 1; docs/paper.md §3).
 
 With W the last shared layer's weights, at every step t:
 
