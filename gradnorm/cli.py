@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gradnorm import distributed, io, run_record
 from gradnorm.config import CONF_DIR, ConfigError
+from gradnorm.train import train
 
 EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 #: conf/hydra/launcher options that need the ``slurm`` extra (hydra-submitit-launcher)
@@ -31,8 +32,6 @@ def main(cfg: DictConfig):
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    from gradnorm.train import train
-
     try:
         summary = train(cfg, run_dir)
     except ConfigError as err:
