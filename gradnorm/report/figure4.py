@@ -27,7 +27,7 @@ from gradnorm.report.compare import (
     weight_distance,
 )
 from gradnorm.report.stats import pearson, percent_gain
-from gradnorm.report.style import method_color, method_label, new_figure, save_figure
+from gradnorm.report.style import finish_scatter, method_color, method_label, new_figure
 from gradnorm.report.tables import DASH, fmt, fmt_mean_std, markdown, seed_stats
 
 STRONG_CORRELATION = -0.5   # Pearson r ≤ this: "reproduced"; between it and 0: "partly"
@@ -82,12 +82,8 @@ def figure(pts, static, equal, gradnorm, metrics, r, base: Path, title: str) -> 
                 ys.append(percent_gain(errors(run, metrics), errors(ref, metrics)))
         if xs:
             ax.scatter(xs, ys, s=40, marker="D", color=method_color(method), label=method_label(method))
-    ax.set_xlabel("‖w − E_t[w_GradNorm]‖₂")
-    ax.set_ylabel("avg % change in test performance vs GradNorm")
-    ax.set_title(title or "Grid search vs GradNorm (paper §5.3, Figure 4)")
-    ax.legend(frameon=False, fontsize=7)
-    fig.tight_layout()
-    return save_figure(fig, base)
+    return finish_scatter(fig, ax, base, "‖w − E_t[w_GradNorm]‖₂", "avg % change in test performance vs GradNorm",
+                          title or "Grid search vs GradNorm (paper §5.3, Figure 4)")
 
 
 def table_markdown(pts, static, equal, gradnorm, metrics, r, title: str) -> str:

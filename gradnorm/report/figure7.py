@@ -18,7 +18,7 @@ from gradnorm import io
 from gradnorm.report import claims as C
 from gradnorm.report import figure5
 from gradnorm.report.compare import completed_by_method, gains
-from gradnorm.report.style import method_color, new_figure, save_figure
+from gradnorm.report.style import finish_scatter, method_color, new_figure
 from gradnorm.report.tables import fmt, fmt_mean_std, markdown, seed_stats
 
 PEAK_RANGE = (1.0, 2.0)         # "peak near α = 1.5"
@@ -59,12 +59,8 @@ def figure(gain: dict, base: Path, title: str) -> list[Path]:
         stds = np.nan_to_num(np.array([by_alpha[a][1] for a in alphas]))
         ax.errorbar(alphas, means, yerr=stds, marker="os^v"[i % 4], color=method_color("gradnorm"),
                     ls=["-", "--", ":", "-."][i % 4], capsize=2, label=f"GradNorm, {key}")
-    ax.set_xlabel("α")
-    ax.set_ylabel("avg % gain over equal weights")
-    ax.set_title(title or "Gain over equal weights vs α (Figure 7)")
-    ax.legend(frameon=False, fontsize=7)
-    fig.tight_layout()
-    return save_figure(fig, base)
+    return finish_scatter(fig, ax, base, "α", "avg % gain over equal weights",
+                          title or "Gain over equal weights vs α (Figure 7)")
 
 
 def table_markdown(groups: dict, gain: dict, metrics: list[str], title: str) -> str:

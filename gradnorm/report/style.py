@@ -51,6 +51,16 @@ def new_figure(rows: int, cols: int, width: float = 4.0, height: float = 3.2):
     return plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
 
 
+def finish_scatter(fig, ax, base: str | Path, xlabel: str, ylabel: str, title: str) -> list[Path]:
+    """Axis labels, title and a small legend on a one-panel figure, then :func:`save_figure`."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, base)
+
+
 def save_figure(fig, base: str | Path) -> list[Path]:
     """Write ``base.png`` and ``base.pdf`` atomically; close the figure."""
     base = Path(base)
