@@ -89,6 +89,7 @@ class TrainerSettings:
     progress: bool
     resume: str | None
     ddp_backend: str | None = None
+    num_threads: int | None = None
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> TrainerSettings:
@@ -111,6 +112,7 @@ class TrainerSettings:
             progress=bool(cfg.get("progress", True)),
             resume=None if resume in (None, "") else str(resume),
             ddp_backend=cfg.get("ddp_backend"),
+            num_threads=None if cfg.get("num_threads") is None else positive_int(cfg.num_threads, "trainer.num_threads"),
         )
 
 

@@ -88,7 +88,7 @@ def spread_claim(by_alpha: dict, setting: str, prefix: str) -> C.ClaimResult:
 
 def _task_colors(run, sigmas: bool) -> list:
     if sigmas and run.config.get("dataset", {}).get("num_tasks"):
-        return task_colors(toy_sigmas(run.config))
+        return task_colors(toy_sigmas(run))
     import matplotlib.pyplot as plt
 
     return [plt.get_cmap("tab10")(i % 10) for i in range(len(run.task_names))]
