@@ -54,8 +54,8 @@ class Run:
     def overrides(self) -> str:
         """The command-line overrides Hydra recorded for this run (``.hydra/overrides.yaml``), shell-quoted:
         ``python run.py <overrides>`` re-creates it. Empty when not recorded."""
-        try:
-            recorded = OmegaConf.load(self.path / ".hydra" / "overrides.yaml")
+        try:  # unresolved: an override may hold a ${hydra:...} interpolation (e.g. GradNorm static's from_run)
+            recorded = OmegaConf.to_container(OmegaConf.load(self.path / ".hydra" / "overrides.yaml"), resolve=False)
         except Exception:  # noqa: BLE001 - absent or broken: nothing to re-run from
             return ""
         return shlex.join(str(o) for o in recorded)
