@@ -67,6 +67,26 @@ def test_claims_map_cells_and_differing_settings(study):
     assert sensitivity.paired_gains(groups["better"], 2) == pytest.approx([50.0, 100 * 0.5 / 1.01])
 
 
+def test_a_setting_where_nothing_trains_is_flagged(tmp_path):
+    root = tmp_path / "runs"
+    _write(root, "default", gradnorm_final=1.5)
+    runs = load_runs(root)
+    assert sensitivity.barely_trained(runs) == {}  # equal weights end at 1.0 + 0.01 seed of 2: 50%
+    for run in runs:
+        run.summary["metrics"]["task_normalized_loss"] = 1.9
+    assert sensitivity.barely_trained(runs) == {2: pytest.approx(0.95)}
+
+
+def test_deciding_changes_are_those_only_the_positive_settings_make():
+    settings = {"default": {}, "lr": {"lr": "1e-4"}, "lr_n": {"lr": "1e-4", "n": "500"}, "n": {"n": "500"},
+                "raw": {"raw": "true"}}
+    assert sensitivity.deciding_changes(settings, ["lr", "lr_n", "raw"], ["default", "n"]) == ["lr=1e-4", "raw=true"]
+    sentence = sensitivity.deciding_sentence(settings, ["lr", "lr_n", "raw"], ["default", "n"])
+    assert "exactly in the settings that change one of `lr=1e-4`, `raw=true`" in sentence
+    # a positive setting explained by none of the deciding changes: no such sentence
+    assert sensitivity.deciding_sentence(settings, ["lr", "n"], ["default", "lr_n"]) == ""
+
+
 def test_a_verdict_the_seeds_do_not_share_is_marked():
     result = C.ClaimResult("fig2.weights_stable", "toy T=2", C.PARTLY, "", "", value=0.12)
     cell = sensitivity.Cell(result, [C.REPRODUCED, C.PARTLY, C.PARTLY])
@@ -108,6 +128,17 @@ def test_settings_become_sweeps_and_followups_name_their_setting(tmp_path):
     command = sweep_command(experiment, name, tmp_path, [])
     excluded = next(c for c in command if c.startswith("hydra.job.config.override_dirname.exclude_keys="))
     assert "trainer.optimizer.lr" in excluded and "setting" in excluded  # in the sweep folder's name already
+
+
+def test_recorded_overrides_keep_interpolations_as_typed(tmp_path):
+    from gradnorm.report.runs import load_run
+
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text(
+        "- balancer=gradnorm_static\n- balancer.from_run='/r/gradnorm/${hydra:runtime.choices.experiment}/seed${seed}'\n")
+    assert load_run(tmp_path).overrides == ("balancer=gradnorm_static "
+                                            "'balancer.from_run='\"'\"'/r/gradnorm/${hydra:runtime.choices.experiment}/"
+                                            "seed${seed}'\"'\"''")
 
 
 def test_toy_variance_reading_and_fresh_samples():

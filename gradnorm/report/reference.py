@@ -75,6 +75,8 @@ def largest_change(old: pd.DataFrame, new: pd.DataFrame, key: list[str]) -> tupl
                 best = float(rel.iloc[i])
                 label = ", ".join(f"{k}={row[k]}" for k in key if pd.notna(row[k]))
                 where = f"{column} ({label}): {a.iloc[i]:.4g} → {b.iloc[i]:.4g}"
+    if best == 0:
+        where = "no change"
     return best, where
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from omegaconf import OmegaConf
 
 from gradnorm import run_record
@@ -54,9 +55,9 @@ class Run:
     def overrides(self) -> str:
         """The command-line overrides Hydra recorded for this run (``.hydra/overrides.yaml``), shell-quoted:
         ``python run.py <overrides>`` re-creates it. Empty when not recorded."""
-        try:  # unresolved: an override may hold a ${hydra:...} interpolation (e.g. GradNorm static's from_run)
-            recorded = OmegaConf.to_container(OmegaConf.load(self.path / ".hydra" / "overrides.yaml"), resolve=False)
-        except Exception:  # noqa: BLE001 - absent or broken: nothing to re-run from
+        try:  # plain YAML: the overrides stay as typed, interpolations (${hydra:...}) unresolved
+            recorded = yaml.safe_load((self.path / ".hydra" / "overrides.yaml").read_text()) or []
+        except (OSError, yaml.YAMLError):  # absent or broken: nothing to re-run from
             return ""
         return shlex.join(str(o) for o in recorded)
 

@@ -58,6 +58,9 @@ FORMATS = {"fig2.lowest_test_loss": "{:+.1f}%", "fig2.weights_favour_small_sigma
 MARK = {C.REPRODUCED: "✓", C.PARTLY: "◐", C.NOT_REPRODUCED: "✗", C.NO_DATA: "–"}
 VERDICT_COLORS = {C.REPRODUCED: "#7fc97f", C.PARTLY: "#fdd96a", C.NOT_REPRODUCED: "#f4a582", C.NO_DATA: "#eeeeee"}
 SEP = "__"  # a follow-up sweep's folder: <setting>__grid
+#: a setting in which no method brings the task-normalised test loss below this fraction of its start
+#: (T) has barely trained: its verdicts are about the start of training
+BARELY_TRAINED = 0.9
 
 
 @dataclass
@@ -293,10 +296,28 @@ def gain_figure(groups: dict[str, list[Run]], base: Path) -> list[Path]:
     return save_figure(fig, base)
 
 
+def barely_trained(runs: list[Run]) -> dict[int, float]:
+    """T -> the best final task-normalised test loss over methods (mean over seeds) divided by T, where
+    that is above :data:`BARELY_TRAINED` (no method has trained much)."""
+    out = {}
+    for T, by_method in figure2.group_by_t(runs).items():
+        finals = [np.mean([r.summary["metrics"].get("task_normalized_loss", math.nan) for r in rs])
+                  for rs in by_method.values() if rs]
+        best = min(finals) / T if finals else math.nan
+        if best > BARELY_TRAINED:
+            out[T] = best
+    return out
+
+
 def curves_figure(groups: dict[str, list[Run]], shown: list[str], base: Path) -> list[Path]:
     shown = [s for s in shown if s in groups]
-    fig, axes = new_figure(1, max(len(shown), 1), width=3.4, height=2.9)
-    for ax, setting in zip(axes[0], shown):
+    columns = min(max(len(shown), 1), 4)
+    rows = max(1, math.ceil(len(shown) / columns))
+    fig, axes = new_figure(rows, columns, width=3.4, height=2.7)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[len(shown):]:
+        ax.set_visible(False)
+    for ax, setting in zip(flat, shown):
         by_method = figure2.group_by_t(groups[setting]).get(2, {})
         for method in figure2.COMPARED:
             frame = seed_frame(by_method.get(method, []), "task_normalized_loss")
@@ -304,7 +325,8 @@ def curves_figure(groups: dict[str, list[Run]], shown: list[str], base: Path) ->
         ax.set_title(f"T=2, {setting}")
         ax.set_xlabel("step")
         ax.set_ylim(bottom=0)
-    axes[0][0].set_ylabel("Σ_i L_i(t) / L_i(0)  (mean ± std)")
+    for row in axes:
+        row[0].set_ylabel("Σ_i L_i(t) / L_i(0)  (mean ± std)")
     axes[0][0].legend(frameon=False, fontsize=7)
     fig.suptitle("Task-normalised test loss where GradNorm's T=2 verdict differs from the reference (first panel)")
     fig.tight_layout()
@@ -323,7 +345,8 @@ def decides_markdown(groups: dict, cells: dict, grids: dict, reference: str, tim
     for T in sorted({T for by_t in cells.values() for T in by_t}):
         positive = [s for s in cells if np.mean(paired_gains(groups[s], T) or [math.nan]) > 0]
         lines.append(f"- **GradNorm's T={T} gain over equal weights** is positive in {len(positive)} of {n} settings"
-                     + (f" ({', '.join(f'`{s}`' for s in positive)})" if positive and len(positive) < n else "") + ".")
+                     + (f" ({', '.join(f'`{s}`' for s in positive)})" if positive and len(positive) < n else "") + "."
+                     + deciding_sentence(settings or {}, positive, [s for s in cells if s not in positive]))
     for T in sorted({T for by_t in cells.values() for T in by_t}):
         for cid in FIGURE2_CLAIMS:
             ref = cells.get(reference, {}).get(T, {}).get(cid)
@@ -355,6 +378,13 @@ def decides_markdown(groups: dict, cells: dict, grids: dict, reference: str, tim
         total = sum(len(b) for b in cells[best].values())
         lines.append(f"- No setting makes every Figure 2 claim hold; the most (found after the fact): `{best}`, "
                      f"{_count(cells[best], C.REPRODUCED)} of {total} reproduced.")
+    slow = {s: b for s, rs in groups.items() if (b := barely_trained(rs))}
+    if slow:
+        lines.append("- **Barely trained**: in " + ", ".join(
+            f"`{s}` (T={'/'.join(map(str, b))}: best final loss {'/'.join(f'{100 * v:.0f}%' for v in b.values())} of "
+            "its start)" for s, b in slow.items())
+            + f" no method brought the task-normalised test loss below {BARELY_TRAINED:.0%} of its start: their "
+            "verdicts are about the first steps of training, not about a trained network.")
     length = length_check(cells, groups, reference, settings or {})
     if length:
         lines.append(length)
@@ -363,6 +393,25 @@ def decides_markdown(groups: dict, cells: dict, grids: dict, reference: str, tim
         lines.append(f"- The sweeps took {total / 60:.0f} min of wall time on the machine that ran them "
                      f"({len(timing)} sweeps).")
     return "\n".join(lines) + "\n"
+
+
+def deciding_changes(settings: dict, yes: list[str], no: list[str]) -> list[str]:
+    """The overrides (``key=value``) found in some ``yes`` setting and in no ``no`` setting."""
+    seen_no = {f"{k}={v}" for s in no for k, v in settings.get(s, {}).items()}
+    return sorted(dict.fromkeys(f"{k}={v}" for s in yes for k, v in settings.get(s, {}).items()
+                                if f"{k}={v}" not in seen_no))
+
+
+def deciding_sentence(settings: dict, yes: list[str], no: list[str]) -> str:
+    """" It is positive exactly where a setting changes one of: ..." when that holds for every setting."""
+    if not yes or not no or not settings:
+        return ""
+    changes = deciding_changes(settings, yes, no)
+    covered = all(any(f"{k}={v}" in changes for k, v in settings.get(s, {}).items()) for s in yes)
+    if not changes or not covered:
+        return ""
+    return (" It is positive exactly in the settings that change one of " + ", ".join(f"`{c}`" for c in changes)
+            + " (each such setting has it positive; no setting without one of them does).")
 
 
 def _count(by_t: dict, verdict: str) -> int:
