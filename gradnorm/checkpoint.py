@@ -1,20 +1,77 @@
-"""Loading checkpoints safely and refusing to resume a run under a different config."""
+"""The checkpoint of a run: what it holds, writing it, loading it safely, restoring a run from it, and
+refusing to resume a run under a different config.
+
+``<run_dir>/checkpoints/last.pt`` is one dict: the states of the network, its optimiser and scheduler,
+the balancer and the random generators, the step, the history so far, the initial test losses (the
+reference of the task-normalised loss), the wall time so far, the config and the number of processes.
+"""
 
 from __future__ import annotations
 
 import pickle
+import random
 import zipfile
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from gradnorm.config import ConfigError
+from gradnorm import io
+from gradnorm.config import NOT_TRAINING_KEYS, ConfigError, key_in
 
-#: Keys that may differ between a run and its resumption (they do not change the training).
-RESUMABLE_CHANGES = ("dataset.num_workers", "trainer.resume", "trainer.max_steps", "trainer.progress", "trainer.device",
-                     "trainer.checkpoint_every", "trainer.log_every", "trainer.eval_batch_size",
-                     "trainer.ddp_backend", "logger")
+#: where a run directory keeps its checkpoint
+CHECKPOINT = Path("checkpoints") / "last.pt"
+
+#: Keys that may differ between a run and its resumption: those that do not change the training, and the
+#: run's length (a finished run may be continued for more steps).
+RESUMABLE_CHANGES = (*NOT_TRAINING_KEYS, "trainer.max_steps")
+
+
+def write_checkpoint(run_dir: str | Path, *, model, optimizer, scheduler, balancer, step: int, history: list[dict],
+                     initial_test_losses, wall_time_s: float, config: DictConfig, world_size: int) -> Path:
+    """Write ``run_dir``/checkpoints/last.pt atomically (a kill leaves the previous one)."""
+    return io.save_torch(Path(run_dir) / CHECKPOINT, {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "balancer": balancer.state_dict(),
+        "rng": rng_state(),
+        "step": step,
+        "history": history,
+        "initial_test_losses": initial_test_losses,
+        "wall_time_s": wall_time_s,
+        "config": OmegaConf.to_yaml(config),
+        "world_size": world_size,
+    })
+
+
+def restore(checkpoint: dict, *, model, optimizer, scheduler, balancer) -> tuple[int, list[dict], list | None, float]:
+    """Load a checkpoint's states into the run's objects and the random generators; return the step, the
+    history before it, the initial test losses and the wall time so far."""
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(checkpoint["scheduler"])
+    balancer.load_state_dict(checkpoint["balancer"])
+    set_rng_state(checkpoint["rng"])
+    step, history = checkpoint["step"], checkpoint["history"]
+    if history and history[-1]["step"] >= step:  # the final row of a finished run: redo it
+        history = [r for r in history if r["step"] < step]
+    return step, history, checkpoint["initial_test_losses"], checkpoint["wall_time_s"]
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -48,7 +105,7 @@ def check_resume_config(checkpoint: dict, cfg: DictConfig, world_size: int = 1) 
     changed = sorted(
         key for key in set(saved) | set(current)
         if saved.get(key) != current.get(key)
-        and not any(key == k or key.startswith(k + ".") for k in RESUMABLE_CHANGES)
+        and not key_in(key, RESUMABLE_CHANGES)
     )
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:4])

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gradnorm import distributed, io
-from gradnorm.config import ConfigError
+from gradnorm import distributed, io, run_record
+from gradnorm.config import CONF_DIR, ConfigError
+from gradnorm.train import train
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 #: conf/hydra/launcher options that need the ``slurm`` extra (hydra-submitit-launcher)
 SUBMITIT_LAUNCHERS = ("slurm", "local", "submitit_slurm", "submitit_local")
@@ -32,8 +32,6 @@ def main(cfg: DictConfig):
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    from gradnorm.train import train
-
     try:
         summary = train(cfg, run_dir)
     except ConfigError as err:
@@ -50,13 +48,13 @@ def main(cfg: DictConfig):
 
     status = summary["status"]
     speak = _launch_rank() == 0  # the status is the same on every torchrun process
-    if status == "interrupted":
+    if status == run_record.INTERRUPTED:
         resume = cfg.trainer.get("resume")
         resume_dir = resume if resume not in (None, "", "auto") else run_dir
         if speak:
             print(f"interrupted: {summary.get('error')}; resume with trainer.resume={resume_dir}", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
-    if status == "failed":
+    if status == run_record.FAILED:
         if speak:
             print(f"error: {summary.get('error')}", file=sys.stderr)
         if not multirun:
@@ -70,15 +68,12 @@ def _fail(err: Exception, run_dir: Path, cfg: DictConfig, multirun: bool, code: 
         print(f"error: {message}", file=sys.stderr)
     if not multirun:
         sys.exit(code)
-    if distributed.is_main_process() and not (run_dir / "summary.json").exists():
+    if distributed.is_main_process() and not run_record.has_summary(run_dir):
         try:
             config = OmegaConf.to_container(cfg, resolve=True)
         except Exception:  # noqa: BLE001 - the config itself may be what is broken
             config = OmegaConf.to_container(cfg, resolve=False)
-        io.write_json(run_dir / "summary.json", {
-            "status": "failed", "error": message, "task_names": [], "weights": [], "mean_weights": [],
-            "metrics": {}, "steps": 0, "wall_time_s": 0.0, "config": config,
-        })
+        run_record.write_summary(run_dir, run_record.failed_summary(message, config))
         if trace:
             io.write_text(run_dir / "error.log", trace)
     return None
@@ -165,20 +160,14 @@ def compose(overrides: list[str], conf_dir: Path = CONF_DIR) -> DictConfig:
 
 
 def _compose_or_exit(overrides: list[str], conf_dir: Path) -> None:
-    """Compose once, as Hydra will, so that a bad key or value fails with one line."""
+    """Compose once, as Hydra will, so that a bad key or interpolation fails with one line. (The values
+    are checked once, by :func:`gradnorm.config.check_config` and the constructors, when training starts.)"""
     try:
         cfg = compose(overrides, conf_dir)
         OmegaConf.resolve(cfg)
     except Exception as err:  # noqa: BLE001 - Hydra raises several kinds; all are config errors
         message = _one_line(err)
         print(f"error: {message}", file=sys.stderr)
-        sys.exit(EXIT_CONFIG)
-    try:
-        from gradnorm.config import check_config
-
-        check_config(cfg)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
 
 

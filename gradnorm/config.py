@@ -1,16 +1,52 @@
-"""Checks of the composed config: a bad value becomes one clear error line, never a traceback."""
+"""Checks of config values: a bad value becomes one clear error line, never a traceback.
+
+The value checks (:func:`as_float`, :func:`positive_int`, :func:`choice`) are used by every
+constructor that takes a config value (balancers, data sets) and by :func:`check_config` for the
+top-level keys; :class:`ConfigError` is what the command line prints as ``error: ...`` (exit 2).
+This module imports nothing of the project, so every other module may import it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from gradnorm.balancers.base import as_float
+#: conf/: the Hydra config tree (conf/<group>/*.yaml mirrors gradnorm/<package>/)
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+#: Keys that do not change what a run trains: they stay out of sweep folder names and may differ when a
+#: run is resumed. The one list is ``hydra.job.config.override_dirname.exclude_keys`` in conf/config.yaml
+#: (Hydra reads it there); a key names its sub-keys too (``logger`` covers ``logger.mode``).
+NOT_TRAINING_KEYS: tuple[str, ...] = tuple(
+    OmegaConf.load(CONF_DIR / "config.yaml").hydra.job.config.override_dirname.exclude_keys)
+
+
+def key_in(key: str, keys) -> bool:
+    """Whether ``key`` is one of ``keys`` or below one of them (``logger.mode`` is below ``logger``)."""
+    return any(key == k or key.startswith(k + ".") for k in keys)
 
 
 class ConfigError(ValueError):
     """A config value is not allowed. The message names the key, the value and what is allowed."""
+
+
+def as_float(value, name: str, *, minimum: float | None = None, strict: bool = False) -> float:
+    """Convert a config value to a finite float (``> minimum`` when ``strict``, else ``>=``), or raise
+    a :class:`ConfigError` that names the key, the value and what is allowed."""
+    allowed = "a number" if minimum is None else f"a number {'>' if strict else '>='} {minimum:g}"
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be {allowed}, got {value!r}") from None
+    if out != out or out in (float("inf"), float("-inf")):
+        raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+    if minimum is not None and (out < minimum or (strict and out == minimum)):
+        raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+    return out
 
 
 def positive_int(value, name: str, *, allow_zero: bool = False) -> int:
@@ -83,10 +119,7 @@ class TrainerSettings:
 def check_config(cfg: DictConfig) -> None:
     """Checks of top-level keys; group objects check their own arguments when built."""
     if cfg.get("alpha") is not None:
-        try:
-            as_float(cfg.alpha, "alpha", minimum=0.0)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
+        as_float(cfg.alpha, "alpha", minimum=0.0)
     seed = cfg.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed must be an integer, got {seed!r}")

@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from gradnorm.config import ConfigError
+
 __all__ = [
     "all_reduce_mean",
     "all_reduce_sum",
@@ -102,8 +104,6 @@ def setup(device: str = "auto", backend: str | None = None) -> torch.device:
     unless ``backend`` names one. The tasks of a submitit job (a Hydra sweep on SLURM with
     ``hydra.launcher.tasks_per_node`` > 1) form one data-parallel run in the same way.
     """
-    from gradnorm.config import ConfigError
-
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():

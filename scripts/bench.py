@@ -44,26 +44,18 @@ from torch import Tensor, nn
 
 from gradnorm import io
 from gradnorm.balancers import GradNorm
-from gradnorm.balancers.gradnorm import _per_task_norms
-from gradnorm.cli import CONF_DIR
-from gradnorm.models import MLP, MODELS, MultiTaskModel, create_model
+from gradnorm.balancers.gradnorm import per_task_norms
+from gradnorm.cli import compose
+from gradnorm.config import CONF_DIR
+from gradnorm.models import MLP, MultiTaskModel
 from gradnorm.tasks import Regression, Task
-from gradnorm.train import _autocast_dtype, _weights_row, build, seed_everything
+from gradnorm.train import autocast_dtype, build, params_for, seed_everything, train_step
 
 ROOT = Path(__file__).resolve().parent.parent
 EVERY = 4  # the `every=k` row; blocks hold a multiple of k steps so each has the same share of updates
-TOY_MODELS = {"mlp"}  # registered models that are not image backbones
+TOY_MODELS = {"mlp"}  # conf/model choices that are not image backbones
 #: the goals for GradNorm's step time over equal weights' (medians; issue #6)
 TARGETS = {"mlp_t10": 1.30, "mlp_t2": 1.15, "conv_cpu": 1.15, "segnet_gpu": 1.10}
-
-
-def compose(*overrides: str):
-    """The training config (``conf/config.yaml``) with overrides, as ``run.py`` would compose it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
 
 
 # -- the balancers compared (rows) ---------------------------------------------------------------
@@ -80,7 +72,7 @@ class NaiveGradNorm(GradNorm):
         per_loss = [torch.autograd.grad(loss, shared_params, retain_graph=True) for loss in losses]
         (w * losses).sum().backward()
         grads = [self._global_mean(torch.stack(g)) for g in zip(*per_loss)]
-        return self._prepare_update(losses.detach(), w, w * _per_task_norms(grads))
+        return self._prepare_update(losses.detach(), w, w * per_task_norms(grads))
 
 
 @dataclass(frozen=True)
@@ -111,7 +103,7 @@ def build_balancer(row: Row, num_tasks: int):
         overrides += [f"balancer.weights=[{','.join(str(i + 1) for i in range(num_tasks))}]",
                       "balancer.normalize=true"]
     extra = {"_target_": f"{NaiveGradNorm.__module__}.NaiveGradNorm"} if row.naive else {}
-    return build(compose(*overrides).balancer, "balancer", num_tasks=num_tasks, **extra)
+    return build(compose(overrides).balancer, "balancer", num_tasks=num_tasks, **extra)
 
 
 # -- the cases -----------------------------------------------------------------------------------
@@ -142,7 +134,7 @@ def random_target(task: Task, pred: Tensor) -> Tensor:
 
 
 class ConvEncoderDecoder(MultiTaskModel):
-    """A small SegNet, benched while no image backbone is registered (and on request).
+    """A small SegNet, benched while conf/model has no image backbone (and on request).
 
     Three encoder stages (two 3×3 conv-BN-ReLU, then 2×2 max-pooling that keeps its indices),
     three decoder stages (max-unpooling with those indices, two 3×3 conv-BN-ReLU) and, per task, a
@@ -195,14 +187,14 @@ class Case:
 
 
 def image_backbones() -> list[str]:
-    """Every registered image backbone, or the bench's own small SegNet while there is none."""
-    return sorted(n for n in MODELS if n not in TOY_MODELS) or ["convnet"]
+    """Every image backbone of conf/model, or the bench's own small SegNet while there is none."""
+    return sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if p.stem not in TOY_MODELS) or ["convnet"]
 
 
 def make_case(name: str, device: torch.device, args) -> Case:
     quick, gpu = args.quick, device.type == "cuda"
     if name in ("mlp_t2", "mlp_t10"):
-        # The toy (PAPER.md §2): 250 -> 4 ReLU layers of 100 -> one affine head of 100 per task.
+        # The toy (docs/paper.md §4): 250 -> 4 ReLU layers of 100 -> one affine head of 100 per task.
         tasks = [Regression(f"task{i}", 100) for i in range(2 if name == "mlp_t2" else 10)]
         return Case(name, lambda: MLP(250, {t.name: 100 for t in tasks}), tasks, (250,), 100, TARGETS[name],
                     steps=2 * EVERY if quick else 5 * EVERY, rounds=args.rounds or (5 if quick else 40))
@@ -211,18 +203,17 @@ def make_case(name: str, device: torch.device, args) -> Case:
     if name == "convnet":
         builder = lambda: ConvEncoderDecoder(3, heads)  # noqa: E731
     else:
-        builder = lambda: create_model(name, in_channels=3, heads=heads)  # noqa: E731
+        builder = lambda: build(compose([f"model={name}"]).model, "model", in_channels=3, heads=heads)  # noqa: E731
     target = (TARGETS["segnet_gpu"] if name == "segnet" else None) if gpu else TARGETS["conv_cpu"]
     return Case(name, builder, tasks, (3, *args.size), args.batch, target,
                 steps=EVERY if quick or not gpu else 2 * EVERY, rounds=args.rounds or (3 if quick else 10),
-                precision=_autocast_dtype("bf16", device) if gpu else None, images=True)
+                precision=autocast_dtype("bf16", device) if gpu else None, images=True)
 
 
-# -- one training step, as gradnorm/train.py takes it --------------------------------------------
+# -- one training step: gradnorm/train.py's own --------------------------------------------
 @dataclass
 class Setup:
     model: MultiTaskModel
-    shared_params: list[Tensor]  # W, taken once as train.py does
     optimizer: torch.optim.Optimizer
     inputs: Tensor
     targets: dict[str, Tensor]
@@ -236,28 +227,20 @@ def prepare(case: Case, device: torch.device) -> Setup:
     channels_last = case.images and device.type == "cuda"  # as trainer.channels_last=auto
     model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
     model.train()
-    optimizer = build(compose().trainer.optimizer, "trainer.optimizer")(model.parameters())
+    optimizer = build(compose([]).trainer.optimizer, "trainer.optimizer")(model.parameters())
     inputs = torch.randn(case.batch_size, *case.input_shape, device=device)
     if channels_last:
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     with torch.no_grad(), torch.autocast(device.type, dtype=case.precision, enabled=case.precision is not None):
         predictions, _ = model(inputs)
     targets = {t.name: random_target(t, predictions[t.name]) for t in case.tasks}
-    return Setup(model, model.last_shared_parameters(), optimizer, inputs, targets, case, device)
+    return Setup(model, optimizer, inputs, targets, case, device)
 
 
-def train_step(setup: Setup, balancer, use_features: bool) -> None:
-    """gradnorm/train.py's step, less the bookkeeping that costs the same for every balancer."""
-    case, model = setup.case, setup.model
-    with torch.autocast(setup.device.type, dtype=case.precision, enabled=case.precision is not None):
-        predictions, features = model(setup.inputs)
-        losses = torch.stack([t.loss(predictions[t.name], setup.targets[t.name]).float() for t in case.tasks])
-    _weights_row(balancer, [t.name for t in case.tasks])
-    losses.detach().tolist()  # the loop reads the loss values for its history (a sync on a GPU)
-    setup.optimizer.zero_grad(set_to_none=True)
-    balancer.backward(losses, setup.shared_params, features=features if use_features else None)
-    setup.optimizer.step()
-    balancer.step()
+def step(setup: Setup, balancer, use_features: bool) -> None:
+    """One step of gradnorm/train.py (:func:`gradnorm.train.train_step`) on the case's fixed batch."""
+    train_step(setup.model, setup.case.tasks, balancer, setup.optimizer, setup.inputs, setup.targets,
+               params_for(balancer, setup.model), precision=setup.case.precision, use_features=use_features)
 
 
 def _sync(device: torch.device) -> None:
@@ -274,7 +257,7 @@ def measure_time(case: Case, device: torch.device, warmup: int, clock: Callable[
         _sync(device)
         start = clock()
         for _ in range(steps):
-            train_step(setup, balancers[i], ROWS[i].use_features)
+            step(setup, balancers[i], ROWS[i].use_features)
         _sync(device)
         return (clock() - start) / steps
 
@@ -314,7 +297,7 @@ def measure_memory(case: Case, device: torch.device) -> dict[str, float]:
     for row in ROWS:
         balancer = build_balancer(row, len(case.tasks)).to(device)
         for _ in range(EVERY):  # optimiser state, caches
-            train_step(setup, balancer, row.use_features)
+            step(setup, balancer, row.use_features)
         _sync(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -323,7 +306,7 @@ def measure_memory(case: Case, device: torch.device) -> dict[str, float]:
             Path("/proc/self/clear_refs").write_text("5")  # peak resident set := current
             before = _proc_status_bytes("VmRSS")
         for _ in range(EVERY):
-            train_step(setup, balancer, row.use_features)
+            step(setup, balancer, row.use_features)
         _sync(device)
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _proc_status_bytes("VmHWM")
         peaks[row.label] = max(0.0, (peak - before) / 2**20)
@@ -458,7 +441,7 @@ def _parse_size(text: str) -> tuple[int, int]:
 def _parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--cases", default="all", help="comma-separated, or all (default): mlp_t2, mlp_t10 and every\n"
-                        "registered image backbone (convnet, the bench's small SegNet, while there is none)")
+                        "image backbone of conf/model (convnet, the bench's small SegNet, while there is none)")
     parser.add_argument("--quick", action="store_true", help="a few rounds: a short look, not a measurement")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--size", default=None, help="image HEIGHTxWIDTH (default: 288x384 on a GPU, 64x96 on a CPU)")

@@ -1,4 +1,4 @@
-"""Time one NYUv2 training step per backbone and balancer (forward, balancer backward, both updates).
+"""Time one NYUv2 training step (gradnorm.train.train_step) per backbone and balancer.
 
     python scripts/bench_nyuv2.py                                   # 288x384, batch 8, GPU if any
     python scripts/bench_nyuv2.py --height 32 --width 48 --batch 2 --threads 1
@@ -15,8 +15,9 @@ import time
 import torch
 
 from gradnorm.balancers import EqualWeights, GradNorm
-from gradnorm.models import create_model
+from gradnorm.cli import compose
 from gradnorm.tasks import Depth, Normals, Segmentation
+from gradnorm.train import build, params_for, train_step
 
 
 def time_steps(model, balancer, tasks, x, targets, steps, warmup, dtype):
@@ -26,13 +27,7 @@ def time_steps(model, balancer, tasks, x, targets, steps, warmup, dtype):
         if x.is_cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
-        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
-            predictions, features = model(x)
-            losses = torch.stack([t.loss(predictions[t.name], targets[t.name]).float() for t in tasks])
-        optimizer.zero_grad(set_to_none=True)
-        balancer.backward(losses, model.last_shared_parameters(), features=features)
-        optimizer.step()
-        balancer.step()
+        train_step(model, tasks, balancer, optimizer, x, targets, params_for(balancer, model), precision=dtype)
         if x.is_cuda:
             torch.cuda.synchronize()
         if i >= warmup:
@@ -72,7 +67,8 @@ def main(argv=None):
     if cuda:
         x = x.contiguous(memory_format=torch.channels_last)
     for model_name in args.models:
-        model = create_model(model_name, in_channels=3, heads={t.name: t.out_channels for t in tasks}).to(device)
+        heads = {t.name: t.out_channels for t in tasks}
+        model = build(compose([f"model={model_name}"]).model, "model", in_channels=3, heads=heads).to(device)
         if cuda:
             model = model.to(memory_format=torch.channels_last)
         times = {}

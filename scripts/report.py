@@ -18,15 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gradnorm import io  # noqa: E402
-from gradnorm.report import load_runs, runs_frame  # noqa: E402
-from gradnorm.report.experiments import (  # noqa: E402
-    ROOT,
-    ExperimentError,
-    available,
-    build_report,
-    load_experiment,
-    write_paper_report,
-)
+from gradnorm.experiments import ROOT, ExperimentError, available, load_experiment  # noqa: E402
+from gradnorm.report.build import build_report, write_paper_report  # noqa: E402
+from gradnorm.report.runs import load_runs, runs_frame  # noqa: E402
 from gradnorm.report.tables import not_completed_section, runs_table  # noqa: E402
 
 

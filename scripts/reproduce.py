@@ -26,17 +26,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gradnorm.report.experiments import (  # noqa: E402
+from gradnorm.experiments import (  # noqa: E402
     ROOT,
     ExperimentError,
     add_existing_followups,
     available,
-    build_report,
     clear_sweep_dir,
     expected_runs,
     load_experiment,
     sweep_command,
 )
+from gradnorm.report.build import build_report  # noqa: E402
+from gradnorm.report.runs import load_runs  # noqa: E402
+from gradnorm.report.sensitivity import differing_settings  # noqa: E402
 from gradnorm.report.wandb_report import log_report  # noqa: E402
 
 EXIT_CONFIG = 2
@@ -119,9 +121,6 @@ def run_sweeps(experiment, runs_dir: Path, extras: list[str], dry_run: bool, swe
 def followups(experiment, runs_dir: Path) -> list[str]:
     """The follow-up sweeps (``followup`` in the spec): the reference setting's, and those of the settings
     whose verdict on the spec's claim differs from the reference's in the finished runs."""
-    from gradnorm.report.runs import load_runs
-    from gradnorm.report.sensitivity import differing_settings
-
     spec = experiment.followup
     add_existing_followups(experiment, runs_dir)  # not re-run below: their folders are replaced, as any sweep's
     differing = differing_settings(load_runs(runs_dir), spec["reference"], spec["claim"], spec["where"])

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from cli_runs import ROOT, TINY, run_cli, tiny_config
 
-from gradnorm.train import CHECKPOINT, train
+from gradnorm.checkpoint import CHECKPOINT
+from gradnorm.train import train
 
 
 def assert_one_error(result, *fragments: str, code: int = 2) -> str:

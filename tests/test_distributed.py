@@ -20,9 +20,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gradnorm import distributed
 from gradnorm.balancers import GradNorm, Uncertainty
+from gradnorm.checkpoint import CHECKPOINT
 from gradnorm.data import ToyRegression
 from gradnorm.models import MLP
-from gradnorm.train import CHECKPOINT, train
+from gradnorm.train import train
 
 HEADS = {"a": 3, "b": 2, "c": 4}
 SCALES = {"a": 1.0, "b": 10.0, "c": 0.3}

@@ -13,10 +13,10 @@ import torch
 from cli_runs import TINY, error_lines, read_run, run_cli, tiny_config
 
 from gradnorm import io
-from gradnorm.checkpoint import load_checkpoint
+from gradnorm.checkpoint import CHECKPOINT, load_checkpoint
 from gradnorm.data.base import step_indices
 from gradnorm.data.toy import ToyRegression
-from gradnorm.train import CHECKPOINT, train
+from gradnorm.train import train
 
 POISONED_STEP = 3
 #: SGD with a step of 1e38 × the gradient: the first update sends parameters past float32's range.

@@ -1,4 +1,4 @@
-"""GradNorm must match Algorithm 1 (PAPER.md §1) exactly: hand-worked steps and an independent
+"""GradNorm must match Algorithm 1 (docs/paper.md §3) exactly: hand-worked steps and an independent
 reference implementation (second-order autograd, the paper's formulation taken literally)."""
 
 import functools

@@ -9,9 +9,11 @@ import torchvision
 from torchvision.models.vgg import cfgs, make_layers
 
 from gradnorm.balancers import GradNorm
+from gradnorm.cli import compose
 from gradnorm.data import NYUv2
 from gradnorm.data.fake_nyuv2 import write_fake_nyuv2
-from gradnorm.models import FCN, SegNet, ThinResNet, create_model
+from gradnorm.models import FCN, SegNet, ThinResNet
+from gradnorm.train import build
 
 HEADS = {"seg": 13, "depth": 1, "normals": 3}
 #: parameter counts with these heads (docs/nyuv2.md); the paper: SegNet ~29M, thin ResNet ~15M
@@ -32,7 +34,7 @@ def batch(tmp_path_factory):
 def test_one_gradnorm_step_with_exact_per_task_norms(name, batch):
     tasks, (x, targets) = batch
     torch.manual_seed(0)
-    model = create_model(name, in_channels=3, heads=HEADS)
+    model = build(compose([f"model={name}"]).model, "model", in_channels=3, heads=HEADS)  # conf/model/<name>.yaml
     assert model.num_parameters() == PARAMETERS[name]
     W = model.last_shared_layer.weight
     assert model.last_shared_parameters() == [W]

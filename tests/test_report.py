@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradnorm.report import REPORTS, load_runs, runs_frame
+from gradnorm.experiments import count_values, load_experiment, merged_overrides, sweep_command
 from gradnorm.report import claims as C
-from gradnorm.report.experiments import count_values, load_experiment, merged_overrides, sweep_command
+from gradnorm.report.build import REPORTS
 from gradnorm.report.figure2 import check_claims, group_by_t
+from gradnorm.report.runs import load_runs, runs_frame
 from gradnorm.report.stats import pearson, percent_gain, spearman
 from gradnorm.report.tables import fmt_mean_std, group_stats, markdown, not_completed_section
 
@@ -231,7 +232,7 @@ def test_grid_report_measures_distance_and_gain_against_same_seed_gradnorm(tmp_p
                          index=k)
     _write_fixed_run(tmp_path / "static", "gradnorm_static", 0, [1.0, 101.0], [1.8, 0.2])
     _write_fixed_run(tmp_path / "equal", "equal", 0, [1.5, 100.0], [1.0, 1.0])
-    files, verdicts = REPORTS["grid"](load_runs(tmp_path), tmp_path / "out", title="T")
+    files, verdicts = REPORTS["figure4"](load_runs(tmp_path), tmp_path / "out", title="T")
     assert {p.name for p in files} == {"grid_figure4.png", "grid_figure4.pdf", "grid_table.md"}
     table = (tmp_path / "out" / "grid_table.md").read_text()
     # Best grid point: k=1, distance ‖(−0.4, 0.4)‖ = 0.566, gain (−10 + 0)/2 = −5 %.
@@ -250,7 +251,7 @@ def test_alpha_report_gain_over_equal_and_weight_spread(tmp_path):
     for a in (0.5, 1.0, 2.0):
         _write_fixed_run(tmp_path / f"gn{a}", "gradnorm", 0, [0.9, 10.0 * (1 - 0.1 * a)], [1 + 0.1 * a, 1 - 0.1 * a],
                          alpha=a)
-    files, verdicts = REPORTS["alpha"](load_runs(tmp_path), tmp_path / "out", traces_alphas=[0.5, 2.0])
+    files, verdicts = REPORTS["figure7"](load_runs(tmp_path), tmp_path / "out", traces_alphas=[0.5, 2.0])
     assert {p.name for p in files} == {"alpha_figure7.png", "alpha_figure7.pdf", "alpha_figure5.png",
                                        "alpha_figure5.pdf", "alpha_table.md"}
     by_id = {v.id: v for v in verdicts}

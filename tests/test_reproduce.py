@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from gradnorm.report.experiments import build_report, load_experiment
+from gradnorm.experiments import load_experiment
+from gradnorm.report.build import build_report
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["trainer.max_steps=4", "trainer.eval_every=2", "trainer.progress=false", "logger=none", "seed=0"]

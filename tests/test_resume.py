@@ -13,8 +13,9 @@ import pytest
 import torch
 from cli_runs import RUN_PY, TINY, error_lines, read_run, tiny_config
 
+from gradnorm.checkpoint import CHECKPOINT
 from gradnorm.config import ConfigError
-from gradnorm.train import CHECKPOINT, train
+from gradnorm.train import train
 
 SCHEDULER = "trainer.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:3,gamma:0.5}"
 

@@ -13,9 +13,10 @@ import torch
 from test_report import write_toy_run  # the hand-made toy runs of the Figure 2 report tests
 
 from gradnorm.data import ToyRegression
+from gradnorm.experiments import load_experiment, sweep_command
 from gradnorm.report import claims as C
-from gradnorm.report import load_runs, sensitivity
-from gradnorm.report.experiments import load_experiment, sweep_command
+from gradnorm.report import sensitivity
+from gradnorm.report.runs import load_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,14 @@
-"""Loss balancers: one class per file, all behind :class:`Balancer` (see ``base.py``)."""
+"""Loss balancers: one class per file, all behind :class:`Balancer` (see ``base.py``).
 
-from gradnorm.balancers.base import Balancer
+Importing the package imports every module in it, so :data:`METHODS` (conf/balancer name -> class),
+the one table of methods, lists every balancer that sets a ``name``: a new balancer is its file, its
+``conf/balancer/<name>.yaml`` (``_target_: gradnorm.balancers.<file>.<Class>``) and its test.
+"""
+
+import importlib
+import pkgutil
+
+from gradnorm.balancers.base import METHODS, Balancer
 from gradnorm.balancers.equal import EqualWeights
 from gradnorm.balancers.fixed import FixedWeights
 from gradnorm.balancers.gradnorm import GradNorm
@@ -8,6 +16,9 @@ from gradnorm.balancers.grid import GridWeights
 from gradnorm.balancers.static import GradNormStatic
 from gradnorm.balancers.uncertainty import Uncertainty
 
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
 __all__ = [
-    "Balancer", "EqualWeights", "FixedWeights", "GradNorm", "GradNormStatic", "GridWeights", "Uncertainty",
+    "METHODS", "Balancer", "EqualWeights", "FixedWeights", "GradNorm", "GradNormStatic", "GridWeights", "Uncertainty",
 ]

@@ -12,12 +12,18 @@ so a new balancer is one file that subclasses :class:`Balancer` (plus a yaml in 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from gradnorm import distributed
+
+#: The table of methods: conf/balancer name -> Balancer subclass (filled as the subclasses are defined;
+#: ``gradnorm.balancers`` imports every module of the package, so the table is complete once it is imported).
+METHODS: dict[str, type[Balancer]] = {}
 
 
 class Balancer(nn.Module):
@@ -26,7 +32,46 @@ class Balancer(nn.Module):
     Subclasses override :attr:`weights` and, where they learn, :meth:`backward` and :meth:`step`.
     All state that a resumed run needs must live in ``state_dict()`` (parameters, buffers, or
     :meth:`get_extra_state`).
+
+    A subclass that sets :attr:`name` is a method of the suite: it joins :data:`METHODS`, the one table
+    of methods that training and reporting read (names, labels and colours in tables and figures, the
+    log keys kept out of a run's metrics).
     """
+
+    #: its ``conf/balancer/<name>.yaml``; the method's key in reports
+    name: ClassVar[str]
+    #: shown in tables and figures; ``{field}`` parts are formatted from the run's balancer config
+    label: ClassVar[str]
+    #: its matplotlib colour in every figure
+    color: ClassVar[str]
+    #: prefix of the scalars :meth:`backward` returns (e.g. ``"gradnorm/"``); kept out of summary metrics
+    log_prefix: ClassVar[str | None] = None
+    #: the ``shared_params`` the loop passes: ``"last_shared"`` (the last shared layer's weights W,
+    #: GradNorm's) or ``"shared"`` (every parameter of the shared trunk)
+    needs: ClassVar[str] = "last_shared"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            known = METHODS.get(cls.name)
+            if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+                raise TypeError(f"two balancers are named {cls.name!r}: {METHODS[cls.name].__qualname__} and "
+                                f"{cls.__qualname__}")
+            if cls.needs not in ("last_shared", "shared"):
+                raise TypeError(f"{cls.__qualname__}.needs must be 'last_shared' or 'shared', got {cls.needs!r}")
+            METHODS[cls.name] = cls
+
+    @classmethod
+    def label_for(cls, config: Mapping | None = None) -> str:
+        """:attr:`label` with its ``{field}`` parts taken from a run's balancer config ("GradNorm α=0.12");
+        without a config, or with a field missing, the label before its first field ("GradNorm")."""
+        if config is not None:
+            values = {k: _number_or_value(v) for k, v in config.items()}
+            try:
+                return cls.label.format_map(values)
+            except (KeyError, ValueError, TypeError, IndexError):
+                pass
+        return re.sub(r"\s*\S*\{.*$", "", cls.label) or cls.name
 
     def __init__(self, num_tasks: int):
         super().__init__()
@@ -87,17 +132,11 @@ def check_num_tasks(num_tasks) -> int:
     return num_tasks
 
 
-def as_float(value, name: str, *, minimum: float | None = None, strict: bool = False) -> float:
-    """Convert a config value to float with an error that names it and what is allowed."""
-    allowed = "a number" if minimum is None else f"a number {'>' if strict else '>='} {minimum:g}"
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}") from None
-    if out != out or out in (float("inf"), float("-inf")):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    if minimum is not None and (out < minimum or (strict and out == minimum)):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return out
+def _number_or_value(value):
+    """A config value as a float where it is a number written as text (so ``{alpha:g}`` formats it)."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value

@@ -7,3 +7,7 @@ from gradnorm.balancers.base import Balancer
 
 class EqualWeights(Balancer):
     """L = Σ_i L_i. The base class already implements it; this names it."""
+
+    name = "equal"
+    label = "Equal weights"
+    color = "#555555"

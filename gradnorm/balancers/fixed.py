@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from gradnorm.balancers.base import Balancer, as_float
+from gradnorm.balancers.base import Balancer
+from gradnorm.config import as_float
 
 
 class FixedWeights(Balancer):
@@ -18,6 +19,10 @@ class FixedWeights(Balancer):
         weights: T positive numbers.
         normalize: rescale them so that Σ_i w_i = T (as GradNorm's weights are).
     """
+
+    name = "fixed"
+    label = "Fixed {weights}"
+    color = "#56B4E9"
 
     def __init__(self, num_tasks: int, weights: Sequence[float] | None = None, normalize: bool = False):
         super().__init__(num_tasks)

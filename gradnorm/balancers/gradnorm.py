@@ -1,4 +1,4 @@
-"""GradNorm (Chen et al., ICML 2018, Algorithm 1; PAPER.md §1).
+"""GradNorm (Chen et al., ICML 2018, Algorithm 1; docs/paper.md §3).
 
 With W the last shared layer's weights, at every step t:
 
@@ -39,9 +39,10 @@ import torch
 from torch import Tensor, nn
 
 from gradnorm import distributed
-from gradnorm.balancers.base import Balancer, as_float
+from gradnorm.balancers.base import Balancer
 from gradnorm.balancers.last_layer import find_last_layer, squared_norm
 from gradnorm.balancers.scalar_optim import ScalarOptimizer
+from gradnorm.config import as_float
 
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
 
@@ -65,6 +66,11 @@ class GradNorm(Balancer):
         initial_losses: optional L_i(0) (e.g. log C for C-class cross-entropy, the paper's
             footnote 2); by default the losses of the first :meth:`backward` call.
     """
+
+    name = "gradnorm"
+    label = "GradNorm α={alpha:g}"
+    color = "#0072B2"
+    log_prefix = "gradnorm/"
 
     def __init__(
         self,
@@ -129,7 +135,7 @@ class GradNorm(Balancer):
                 materialize_grads=True,
             )
             (w * losses).sum().backward()
-            grad_norms = w * _per_task_norms([self._global_mean(g) for g in grads])
+            grad_norms = w * per_task_norms([self._global_mean(g) for g in grads])
         return self._prepare_update(losses.detach(), w, grad_norms)
 
     def _weighted_norms_in_one_backward(self, losses, w, shared_params, features) -> Tensor:
@@ -179,7 +185,7 @@ class GradNorm(Balancer):
             return per_task[0].sqrt()
         if self.norm_at == "weights":
             # Per-task gradients at W are averaged over processes like the network's own gradient.
-            return _per_task_norms([self._global_mean(g) for g in per_task])
+            return per_task_norms([self._global_mean(g) for g in per_task])
         # Norms at z. Across processes z is the concatenation of the local batches and the global
         # loss is the mean of the local ones, so ||g||² = Σ_ranks ||g_local||² / R².
         squared = torch.stack([squared_norm(_zeros_if_none(g, features[0])) for g in captured])
@@ -280,6 +286,6 @@ def _zeros_if_none(grad: Tensor | None, like: Tensor) -> Tensor:
     return torch.zeros_like(like) if grad is None else grad
 
 
-def _per_task_norms(batched_grads: Sequence[Tensor]) -> Tensor:
+def per_task_norms(batched_grads: Sequence[Tensor]) -> Tensor:
     """L2 norm per task over several parameters, each gradient of shape (T, *param.shape)."""
     return torch.stack([squared_norm(g.flatten(1), dim=1) for g in batched_grads]).sum(0).sqrt()

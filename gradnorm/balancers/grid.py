@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from gradnorm.balancers.base import as_float
 from gradnorm.balancers.fixed import FixedWeights
+from gradnorm.config import as_float
 
 
 class GridWeights(FixedWeights):
@@ -27,6 +27,10 @@ class GridWeights(FixedWeights):
         low, high: the uniform range, 0 ≤ low < high.
         seed: the grid's seed; with ``index`` it fixes the draw.
     """
+
+    name = "grid"
+    label = "Grid #{index}"
+    color = "#CC79A7"
 
     def __init__(self, num_tasks: int, index: int = 0, low: float = 0.0, high: float = 1.0, seed: int = 0):
         super().__init__(num_tasks, grid_weights(num_tasks, index, low, high, seed))

@@ -12,6 +12,7 @@ import json
 import math
 from pathlib import Path
 
+from gradnorm import run_record
 from gradnorm.balancers.fixed import FixedWeights
 
 
@@ -25,6 +26,10 @@ class GradNormStatic(FixedWeights):
         task_names: optional task names to check against those of ``from_run`` (the config's
             ``tasks`` when a subset is trained).
     """
+
+    name = "gradnorm_static"
+    label = "GradNorm static"
+    color = "#009E73"
 
     def __init__(self, num_tasks: int, from_run: str | Path | None = None, task_names=None):
         source_names, weights = read_mean_weights(from_run, num_tasks, task_names)
@@ -40,15 +45,14 @@ def read_mean_weights(run_dir, num_tasks: int, task_names=None) -> tuple[list[st
     """The task names and time-averaged weights of a completed run; one clear ValueError otherwise."""
     if run_dir in (None, "", "???"):
         raise ValueError("balancer.from_run must name a finished GradNorm run directory, got none")
-    path = Path(run_dir) / "summary.json"
-    if not path.is_file():
+    if not run_record.has_summary(run_dir):
         raise ValueError(f"balancer.from_run={run_dir}: no summary.json there (is it a finished run directory?)")
     try:
-        summary = json.loads(path.read_text())
+        summary = run_record.read_summary(run_dir)
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"balancer.from_run={run_dir}: unreadable summary.json ({err})") from None
     status = summary.get("status")
-    if status != "completed":
+    if status != run_record.COMPLETED:
         raise ValueError(f"balancer.from_run={run_dir}: the run's status is {status!r}, need 'completed'")
     names = list(summary.get("task_names") or [])
     weights = summary.get("mean_weights") or []

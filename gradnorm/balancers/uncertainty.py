@@ -1,4 +1,4 @@
-"""Uncertainty weighting (Kendall, Gal and Cipolla, 2017), the paper's baseline (PAPER.md §4).
+"""Uncertainty weighting (Kendall, Gal and Cipolla, 2017), the paper's baseline (docs/paper.md, "The baseline").
 
 Kendall et al. weight a regression loss by 1/(2σ_i²) and add log σ_i. With s_i = log σ_i² and the
 objective scaled by 2 (so that the weights start at 1, like every other balancer here):
@@ -25,6 +25,11 @@ from gradnorm.balancers.scalar_optim import ScalarOptimizer
 
 class Uncertainty(Balancer):
     """Homoscedastic-uncertainty task weights w_i = exp(−s_i), s_i learned with the network."""
+
+    name = "uncertainty"
+    label = "Uncertainty"
+    color = "#E69F00"
+    log_prefix = "uncertainty/"
 
     def __init__(
         self,

@@ -21,6 +21,9 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+from gradnorm.config import ConfigError
+from gradnorm.data.nyuv2 import SPLITS, SplitFiles
+
 #: The MTAN release (Liu et al., CVPR 2019, github.com/lorenmt/mtan): a Dropbox folder; ``dl=1``
 #: asks Dropbox for the whole folder as one zip archive.
 NYUV2_URL = "https://www.dropbox.com/sh/86nssgwm6hm3vkb/AACrnUQ4GxpdrBbLjb6n-mWNa?dl=1"
@@ -154,9 +157,6 @@ def _check_member(name: str, archive: Path) -> None:
 def check_layout(root: Path, expected_counts: dict[str, int] | None = EXPECTED_COUNTS,
                  expected_size: tuple[int, int] | None = EXPECTED_SIZE) -> dict[str, int]:
     """Run the loader's checks on every file, then compare the sample counts and the image size."""
-    from gradnorm.config import ConfigError
-    from gradnorm.data.nyuv2 import SPLITS, SplitFiles
-
     try:
         splits = {folder: SplitFiles.scan(root, folder) for folder in SPLITS.values()}
     except ConfigError as err:

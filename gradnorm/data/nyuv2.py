@@ -1,4 +1,4 @@
-"""NYUv2 with 13-class segmentation, depth and surface normals (paper §5, Table 1; PAPER.md §3).
+"""NYUv2 with 13-class segmentation, depth and surface normals (docs/paper.md §5, Table 1).
 
 Reads the preprocessed release of the MTAN project (Liu et al. 2019): 795 training and 654 test
 images at 288×384, one ``.npy`` file per sample and kind::

@@ -1,4 +1,4 @@
-"""The synthetic regression toy of the paper (§4, Figure 2; PAPER.md §2).
+"""The synthetic regression toy of the paper (docs/paper.md §4, Figure 2).
 
 Task i regresses f_i(x) = σ_i · tanh((B + ε_i) x), element-wise tanh, x ∈ R^250, outputs in R^100,
 with B and ε_i constant matrices of IID normal entries. The σ_i set the scale of each task's loss;
@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gradnorm.balancers.base import as_float
+from gradnorm.config import as_float
 from gradnorm.data.base import InMemoryData
 from gradnorm.tasks import Regression
 

@@ -12,25 +12,6 @@ from abc import ABC, abstractmethod
 
 from torch import Tensor, nn
 
-MODELS: dict[str, type[MultiTaskModel]] = {}
-
-
-def register_model(name: str):
-    """Class decorator: make a backbone available to :func:`create_model` by name."""
-
-    def wrap(cls):
-        MODELS[name] = cls
-        return cls
-
-    return wrap
-
-
-def create_model(name: str, **kwargs) -> MultiTaskModel:
-    """Build a registered backbone by name, e.g. ``create_model("mlp", in_features=250, heads={...})``."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {sorted(MODELS)}")
-    return MODELS[name](**kwargs)
-
 
 class MultiTaskModel(nn.Module, ABC):
     """Shared trunk + task heads. Subclasses build ``self.heads`` and implement :meth:`shared`."""
@@ -50,6 +31,10 @@ class MultiTaskModel(nn.Module, ABC):
         """W: the weights (not the biases) of the last shared layer (paper §3)."""
         return [self.last_shared_layer.weight]
 
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Every parameter of the shared trunk: all parameters that are not in :attr:`heads`."""
+        in_heads = {id(p) for p in self.heads.parameters()}
+        return [p for p in self.parameters() if id(p) not in in_heads]
 
     def forward(self, x: Tensor) -> tuple[dict[str, Tensor], list[Tensor]]:
         z = self.shared(x)

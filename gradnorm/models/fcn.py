@@ -15,11 +15,9 @@ from torch import Tensor, nn
 from torchvision.models import ResNet50_Weights, resnet50
 from torchvision.models.segmentation.fcn import FCNHead
 
-from gradnorm.models.base import register_model
 from gradnorm.models.dense import DenseMultiTaskModel, check_input_channels, task_heads
 
 
-@register_model("fcn")
 class FCN(DenseMultiTaskModel):
     """FCN-ResNet50 with one 1×1 convolution per task on the 512-channel stride-8 features.
 

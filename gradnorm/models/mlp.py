@@ -6,10 +6,9 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
-from gradnorm.models.base import MultiTaskModel, register_model
+from gradnorm.models.base import MultiTaskModel
 
 
-@register_model("mlp")
 class MLP(MultiTaskModel):
     """``depth`` layers of ``width`` ReLU units shared by all tasks; the last of them is W.
 

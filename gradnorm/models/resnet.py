@@ -23,7 +23,6 @@ from torch import Tensor, nn
 from torchvision.models import ResNet50_Weights
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from gradnorm.models.base import register_model
 from gradnorm.models.dense import DenseMultiTaskModel, check_input_channels, conv_bn_relu, task_heads
 
 #: (bottleneck width, blocks, stride) per encoder stage; output channels are 4 × width
@@ -31,7 +30,6 @@ ENCODER = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (256, 3, 2))
 DECODER = (128, 64, 64)  # output channels of the three upsampling stages (stride 16, 8, 4)
 
 
-@register_model("resnet")
 class ThinResNet(DenseMultiTaskModel):
     """Thin ResNet-50 encoder + shallow ResNet decoder; heads at stride 4, upsampled to the input.
 

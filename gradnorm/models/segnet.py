@@ -18,14 +18,12 @@ from torch import Tensor, nn
 from torchvision.models import VGG16_BN_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
-from gradnorm.models.base import register_model
 from gradnorm.models.dense import DenseMultiTaskModel, check_input_channels, conv_bn_relu, task_heads
 
 #: output channels of the decoder's conv layers, stage by stage from the deepest
 DECODER = ((512, 512, 512), (512, 512, 256), (256, 256, 128), (128, 64), (64,))
 
 
-@register_model("segnet")
 class SegNet(DenseMultiTaskModel):
     """VGG16-BN SegNet with one 3×3 convolution per task on the 64-channel full-resolution features.
 

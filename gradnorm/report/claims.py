@@ -1,5 +1,8 @@
-"""Verdicts on the paper's claims: written by each experiment's report as ``claims_<experiment>.json``
-next to its tables, and gathered into ``README.md`` (one results folder) and ``results/REPORT.md``.
+"""The paper's claims and our verdicts on them.
+
+The paper's numbers and claims are data, in ``paper_numbers.yaml`` (:func:`paper` reads it). Each
+experiment's report writes its verdicts as ``claims_<experiment>.json`` next to its tables; they are
+gathered into ``README.md`` (one results folder) and ``results/REPORT.md``.
 
 A verdict is computed by code from the runs, with the check spelled out in ``check`` and the
 numbers in ``evidence``. Seeds are never selected; every completed run of a group counts.
@@ -7,15 +10,25 @@ numbers in ``evidence``. Seeds are never selected; every completed run of a grou
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from gradnorm import io
-from gradnorm.report.paper import paper
 from gradnorm.report.tables import markdown
 
+PAPER_NUMBERS = Path(__file__).with_name("paper_numbers.yaml")
+
 REPRODUCED, PARTLY, NOT_REPRODUCED, NO_DATA = "reproduced", "partly reproduced", "not reproduced", "no data"
+
+
+@functools.cache
+def paper() -> dict:
+    """``paper_numbers.yaml``: the paper's reference, its Table 1 numbers and its testable claims."""
+    return OmegaConf.to_container(OmegaConf.load(PAPER_NUMBERS), resolve=True)
 
 
 @dataclass

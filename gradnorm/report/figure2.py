@@ -16,14 +16,14 @@ import numpy as np
 
 from gradnorm import io
 from gradnorm.report import claims as C
+from gradnorm.report.claims import paper
 from gradnorm.report.curves import band, plot_band, seed_frame, series, smooth
-from gradnorm.report.paper import paper
 from gradnorm.report.runs import Run, method_of
 from gradnorm.report.stats import spearman
-from gradnorm.report.style import METHOD_LABELS, method_color, new_figure, save_figure, task_colors
+from gradnorm.report.style import method_color, method_label, new_figure, save_figure, task_colors
 from gradnorm.report.tables import DASH, fmt, fmt_mean_std, markdown, seed_stats
 
-METHODS = ("equal", "uncertainty", "gradnorm")
+COMPARED = ("equal", "uncertainty", "gradnorm")
 
 #: Thresholds of the checks (documented in docs/reporting.md and in each verdict's ``check``).
 STRONG_RANK_CORRELATION = -0.5   # ρ ≤ this: "reproduced"; between it and 0: "partly"
@@ -53,7 +53,7 @@ def group_by_t(runs: list[Run]) -> dict[int, dict[str, list[Run]]]:
         if run.status != "completed" or not run.task_names:
             continue
         method, _ = method_of(run.config, run.choices)
-        if method in METHODS:
+        if method in COMPARED:
             out.setdefault(len(run.task_names), {}).setdefault(method, []).append(run)
     return dict(sorted(out.items()))
 
@@ -94,9 +94,9 @@ def figure(groups: dict[int, dict[str, list[Run]]], base: Path) -> list[Path]:
         if T <= 4:
             ax_w.legend(frameon=False)
 
-        for method in METHODS:
+        for method in COMPARED:
             frame = seed_frame(by_method.get(method, []), "task_normalized_loss")
-            plot_band(ax_loss, frame, method_color(method), f"{METHOD_LABELS[method]} (n={frame.shape[1]})")
+            plot_band(ax_loss, frame, method_color(method), f"{method_label(method)} (n={frame.shape[1]})")
         ax_loss.set_title("task-normalised test loss\n(mean ± std over seeds)")
         ax_loss.set_ylabel("Σ_i L_i(t) / L_i(0)")
         ax_loss.set_xlabel("step")
@@ -111,13 +111,13 @@ def table_markdown(groups: dict[int, dict[str, list[Run]]]) -> str:
     Ts = list(groups)
     header = ["Method"] + [f"T={T}" for T in Ts] + ["Paper"]
     rows = []
-    for method in METHODS:
+    for method in COMPARED:
         cells = []
         for T in Ts:
             runs = groups[T].get(method, [])
             mean, std, n = seed_stats([r.summary["metrics"].get("task_normalized_loss", math.nan) for r in runs])
             cells.append(fmt_mean_std(mean, std, n))
-        label = METHOD_LABELS[method] + (f" α={_alpha(groups[Ts[0]].get(method, []))}" if method == "gradnorm" and Ts
+        label = method_label(method) + (f" α={_alpha(groups[Ts[0]].get(method, []))}" if method == "gradnorm" and Ts
                                          else "")
         rows.append([label] + cells + ["curves only"])
     text = ("### Final task-normalised test loss Σ_i L_i(T)/L_i(0) (lower is better)\n\n"
@@ -130,13 +130,13 @@ def table_markdown(groups: dict[int, dict[str, list[Run]]]) -> str:
             continue
         header = ["Method"] + [f"{n} (σ={s:.3g})" for n, s in zip(names, sigmas)]
         ratio_rows, weight_rows = [], []
-        for method in METHODS:
+        for method in COMPARED:
             runs = groups[T].get(method, [])
             ratios = np.array([_test_loss_ratios(r) for r in runs]) if runs else np.empty((0, T))
-            ratio_rows.append([METHOD_LABELS[method]] + [fmt_mean_std(*seed_stats(ratios[:, i])) if len(ratios)
+            ratio_rows.append([method_label(method)] + [fmt_mean_std(*seed_stats(ratios[:, i])) if len(ratios)
                                                           else DASH for i in range(T)])
             weights = np.array([r.summary.get("mean_weights") for r in runs], dtype=float) if runs else None
-            weight_rows.append([METHOD_LABELS[method]] + [fmt_mean_std(*seed_stats(weights[:, i])) if runs
+            weight_rows.append([method_label(method)] + [fmt_mean_std(*seed_stats(weights[:, i])) if runs
                                                            else DASH for i in range(T)])
         text += (f"\n### T={T}: per task, final test loss / initial test loss\n\n" + markdown(header, ratio_rows)
                  + f"\n### T={T}: time-averaged task weights E_t[w_i(t)]\n\n" + markdown(header, weight_rows))
@@ -149,7 +149,7 @@ def check_claims(T: int, by_method: dict[str, list[Run]], shown_in: str) -> list
     any_run = next(r for rs in by_method.values() for r in rs)
     sigmas = np.array(toy_sigmas(any_run))
     out = []
-    equal, uncertainty, gradnorm = (by_method.get(m, []) for m in METHODS)
+    equal, uncertainty, gradnorm = (by_method.get(m, []) for m in COMPARED)
 
     # 1. Equal weights: the large-σ task swamps the small-σ one.
     check = (f"with equal weights, q_i = L_i^test(end)/L_i^test(0) (mean over seeds); Spearman ρ(σ_i, q_i) "
@@ -205,11 +205,11 @@ def check_claims(T: int, by_method: dict[str, list[Run]], shown_in: str) -> list
     check = ("final task-normalised test loss, mean over seeds: GradNorm below both equal weights and "
              "uncertainty: reproduced; below one of them: partly; below neither: not reproduced")
     finals = {m: seed_stats([r.summary["metrics"].get("task_normalized_loss", math.nan) for r in by_method.get(m, [])])
-              for m in METHODS}
+              for m in COMPARED}
     if finals["gradnorm"][2] and (finals["equal"][2] or finals["uncertainty"][2]):
         others = [m for m in ("equal", "uncertainty") if finals[m][2]]
         beaten = [m for m in others if finals["gradnorm"][0] < finals[m][0]]
-        evidence = "; ".join(f"{METHOD_LABELS[m]} {fmt_mean_std(*finals[m])}" for m in METHODS if finals[m][2])
+        evidence = "; ".join(f"{method_label(m)} {fmt_mean_std(*finals[m])}" for m in COMPARED if finals[m][2])
         best_other = min(finals[m][0] for m in others)
         out.append(C.ClaimResult("fig2.lowest_test_loss", setting, C.graded(len(beaten), len(others)), evidence,
                                  check, shown_in, value=100 * (best_other - finals["gradnorm"][0]) / best_other))
@@ -222,7 +222,7 @@ def check_claims(T: int, by_method: dict[str, list[Run]], shown_in: str) -> list
              f"{1 + DETERIORATION:g}·min_t c_uncertainty(t). Both: reproduced, one: partly. The growth of "
              "Σ_i w_i / T is reported, not graded")
     if uncertainty:
-        curves = {m: band(seed_frame(by_method.get(m, []), "task_normalized_loss"))["mean"] for m in METHODS
+        curves = {m: band(seed_frame(by_method.get(m, []), "task_normalized_loss"))["mean"] for m in COMPARED
                   if by_method.get(m)}
         c = curves["uncertainty"]
         early_step = c.index[np.argmin(np.abs(c.index - EARLY_FRACTION * c.index.max()))]
@@ -231,7 +231,7 @@ def check_claims(T: int, by_method: dict[str, list[Run]], shown_in: str) -> list
         minimum, t_min, final = float(c.min()), int(c.idxmin()), float(c.iloc[-1])
         worse = final >= (1 + DETERIORATION) * minimum
         growth = np.nanmean([_weight_sum(r) for r in uncertainty]) / T
-        evidence = (f"at step {early_step}: " + ", ".join(f"{METHOD_LABELS[m]} {fmt(v)}" for m, v in early.items())
+        evidence = (f"at step {early_step}: " + ", ".join(f"{method_label(m)} {fmt(v)}" for m, v in early.items())
                     + f"; uncertainty minimum {fmt(minimum)} at step {t_min}, final {fmt(final)} "
                     f"({100 * (final / minimum - 1):+.1f}%); its Σw/T at the end: {fmt(growth)}")
         out.append(C.ClaimResult("fig2.uncertainty_deteriorates", setting, C.graded(int(fast) + int(worse), 2),

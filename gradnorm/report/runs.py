@@ -7,7 +7,6 @@ with status ``"missing"`` so that reports list it instead of dropping it.
 
 from __future__ import annotations
 
-import json
 import math
 import shlex
 from dataclasses import dataclass, field
@@ -17,18 +16,13 @@ import pandas as pd
 import yaml
 from omegaconf import OmegaConf
 
+from gradnorm import run_record
+from gradnorm.balancers import METHODS
+from gradnorm.report.style import SINGLE_TASK, method_label
+
 #: status of a run directory without summary.json (crashed, killed, or still running)
 MISSING = "missing"
 
-#: balancer class -> the name used in tables, figures and colours (``conf/balancer/<name>.yaml``)
-BALANCER_NAMES = {
-    "EqualWeights": "equal",
-    "GradNorm": "gradnorm",
-    "Uncertainty": "uncertainty",
-    "FixedWeights": "fixed",
-    "GradNormStatic": "gradnorm_static",
-    "GridWeights": "grid",
-}
 _SKIP_DIRS = {".hydra", "checkpoints", "wandb", "__pycache__"}
 
 
@@ -71,11 +65,7 @@ class Run:
     def history(self) -> pd.DataFrame | None:
         """``history.csv`` as a DataFrame (None if absent or unreadable); read once."""
         if self._history is None:
-            path = self.path / "history.csv"
-            try:
-                self._history = pd.read_csv(path)
-            except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
-                return None
+            self._history = run_record.read_history(self.path)
         return self._history
 
 
@@ -88,7 +78,7 @@ def find_run_dirs(root: str | Path) -> list[Path]:
     stack = [root]
     while stack:
         directory = stack.pop()
-        if (directory / "summary.json").is_file() or (directory / ".hydra" / "config.yaml").is_file():
+        if run_record.has_summary(directory) or (directory / ".hydra" / "config.yaml").is_file():
             found.append(directory)
         stack.extend(p for p in directory.iterdir() if p.is_dir() and p.name not in _SKIP_DIRS)
     return sorted(found)
@@ -99,8 +89,8 @@ def load_run(path: str | Path) -> Run:
     path = Path(path)
     summary = None
     try:
-        summary = json.loads((path / "summary.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        summary = run_record.read_summary(path)
+    except (OSError, ValueError):  # absent or unreadable (json.JSONDecodeError is a ValueError)
         pass
     config = (summary or {}).get("config") or _hydra_config(path)
     return Run(path=path, summary=summary, config=config, choices=_hydra_choices(path))
@@ -139,26 +129,21 @@ _BASE_COLUMNS = ["run_dir", "status", "error", "experiment", "dataset", "model",
 
 
 def balancer_name(config: dict, choices: dict) -> str:
-    target = str(_get(config, "balancer._target_") or "")
-    return BALANCER_NAMES.get(target.rsplit(".", 1)[-1]) or choices.get("balancer") or target.rsplit(".", 1)[-1]
+    """The run's method in the table of methods (``gradnorm.balancers.METHODS``): the ``name`` of its
+    balancer class, else Hydra's balancer choice, else the class name."""
+    target = str(_get(config, "balancer._target_") or "").rsplit(".", 1)[-1]
+    by_class = {cls.__name__: name for name, cls in METHODS.items()}
+    return by_class.get(target) or choices.get("balancer") or target
 
 
 def method_of(config: dict, choices: dict) -> tuple[str, str]:
-    """(method, label): ``single_task`` when one task of a multitask data set is trained."""
+    """(method, label): ``single_task`` when one task of a multitask data set is trained; else the
+    balancer's name and its label with the run's balancer config ("GradNorm α=0.12")."""
     balancer = balancer_name(config, choices)
     tasks = config.get("tasks")
     if isinstance(tasks, list) and len(tasks) == 1:
-        return "single_task", f"{tasks[0]} only"
-    alpha = _get(config, "balancer.alpha")
-    labels = {
-        "equal": "Equal weights",
-        "uncertainty": "Uncertainty",
-        "gradnorm": f"GradNorm α={_number(alpha)}",
-        "gradnorm_static": "GradNorm static",
-        "grid": f"Grid #{_get(config, 'balancer.index')}",
-        "fixed": f"Fixed {_get(config, 'balancer.weights')}",
-    }
-    return balancer, labels.get(balancer, balancer)
+        return SINGLE_TASK, f"{tasks[0]} only"
+    return balancer, method_label(balancer, config.get("balancer") or {})
 
 
 def _row(run: Run, root) -> dict:
@@ -258,10 +243,3 @@ def _float(value):
     except (TypeError, ValueError):
         return math.nan
     return out
-
-
-def _number(value) -> str:
-    try:
-        return f"{float(value):g}"
-    except (TypeError, ValueError):
-        return str(value)

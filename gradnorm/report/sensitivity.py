@@ -25,10 +25,11 @@ import numpy as np
 
 from gradnorm import io
 from gradnorm.report import claims as C
-from gradnorm.report import figure2, grid
+from gradnorm.report import figure2, figure4
 from gradnorm.report.curves import plot_band, seed_frame
 from gradnorm.report.runs import Run, method_of
-from gradnorm.report.style import METHOD_LABELS, method_color, new_figure, save_figure
+from gradnorm.report.stats import pearson
+from gradnorm.report.style import method_color, method_label, new_figure, save_figure
 from gradnorm.report.tables import markdown
 
 #: Figure 2's claims, in the map's column order, with a short column name
@@ -105,7 +106,7 @@ def figure2_cells(runs: list[Run]) -> dict[int, dict[str, Cell]]:
         seeds = sorted({r.config.get("seed") for rs in by_method.values() for r in rs})
         for seed in seeds if len(seeds) > 1 else []:
             one = {m: [r for r in rs if r.config.get("seed") == seed] for m, rs in by_method.items()}
-            if all(one.get(m) for m in figure2.METHODS):
+            if all(one.get(m) for m in figure2.COMPARED):
                 for r in figure2.check_claims(T, one, ""):
                     pooled[r.id].seed_verdicts.append(r.verdict)
         out[T] = pooled
@@ -118,11 +119,10 @@ def figure4_cells(runs: list[Run]) -> dict[str, Cell]:
     gradnorm = [r for r in runs if method_of(r.config, r.choices)[0] == "gradnorm" and len(r.task_names) == 2]
     if not grid_runs:
         return {}
-    pts = grid.points(grid_runs, gradnorm, ["test_loss/*"])
-    from gradnorm.report.stats import pearson
+    pts = figure4.points(grid_runs, gradnorm, ["test_loss/*"])
 
     r = pearson([p["distance"] for p in pts], [p["gain"] for p in pts])
-    cells = {res.id: Cell(res) for res in grid.claims(pts, r, "toy T=2", "")}
+    cells = {res.id: Cell(res) for res in figure4.claims(pts, r, "toy T=2", "")}
     beating = sum(1 for p in pts if p["gain"] > 0)
     cells["fig4.no_random_beats_gradnorm"].result.value = float(beating)
     cells["fig4.negative_correlation"].result.value = r
@@ -319,9 +319,9 @@ def curves_figure(groups: dict[str, list[Run]], shown: list[str], base: Path) ->
         ax.set_visible(False)
     for ax, setting in zip(flat, shown):
         by_method = figure2.group_by_t(groups[setting]).get(2, {})
-        for method in figure2.METHODS:
+        for method in figure2.COMPARED:
             frame = seed_frame(by_method.get(method, []), "task_normalized_loss")
-            plot_band(ax, frame, method_color(method), f"{METHOD_LABELS[method]} (n={frame.shape[1]})")
+            plot_band(ax, frame, method_color(method), f"{method_label(method)} (n={frame.shape[1]})")
         ax.set_title(f"T=2, {setting}")
         ax.set_xlabel("step")
         ax.set_ylim(bottom=0)

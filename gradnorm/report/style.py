@@ -1,5 +1,5 @@
-"""One look for every figure: a colour per method (the same in all figures), colours for tasks
-and α values, and atomic PNG + PDF output."""
+"""One look for every figure: a colour and a label per method (from the table of methods,
+``gradnorm.balancers.METHODS``), colours for tasks, and atomic PNG + PDF output."""
 
 from __future__ import annotations
 
@@ -12,30 +12,28 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from gradnorm import io  # noqa: E402
+from gradnorm.balancers import METHODS  # noqa: E402
 
-#: Okabe–Ito colours (colour-blind safe), one per method.
-METHOD_COLORS = {
-    "equal": "#555555",
-    "uncertainty": "#E69F00",
-    "gradnorm": "#0072B2",
-    "gradnorm_static": "#009E73",
-    "grid": "#CC79A7",
-    "fixed": "#56B4E9",
-    "single_task": "#D55E00",
-}
-METHOD_LABELS = {
-    "equal": "Equal weights",
-    "uncertainty": "Uncertainty",
-    "gradnorm": "GradNorm",
-    "gradnorm_static": "GradNorm static",
-    "grid": "Grid search",
-    "fixed": "Fixed weights",
-    "single_task": "Single task",
-}
+#: runs that train one task of a multitask data set (a row of Table 1, not a balancer)
+SINGLE_TASK = "single_task"
+SINGLE_TASK_LABEL, SINGLE_TASK_COLOR = "Single task", "#D55E00"
+#: a method missing from the table of methods (gradnorm.balancers.METHODS)
+UNKNOWN_COLOR = "#999999"
 
 
 def method_color(method: str) -> str:
-    return METHOD_COLORS.get(method, "#999999")
+    """The method's colour (the ``color`` of its balancer class), the same in every figure."""
+    if method == SINGLE_TASK:
+        return SINGLE_TASK_COLOR
+    return METHODS[method].color if method in METHODS else UNKNOWN_COLOR
+
+
+def method_label(method: str, balancer_config: dict | None = None) -> str:
+    """The method's label (its balancer class's ``label``), with the fields of one run's balancer config
+    ("GradNorm α=0.12") or, without one, its plain name ("GradNorm")."""
+    if method == SINGLE_TASK:
+        return SINGLE_TASK_LABEL
+    return METHODS[method].label_for(balancer_config) if method in METHODS else method
 
 
 def task_colors(sigmas: Sequence[float]) -> list:
@@ -51,6 +49,16 @@ def task_colors(sigmas: Sequence[float]) -> list:
 def new_figure(rows: int, cols: int, width: float = 4.0, height: float = 3.2):
     plt.rcParams.update({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
     return plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+
+
+def finish_scatter(fig, ax, base: str | Path, xlabel: str, ylabel: str, title: str) -> list[Path]:
+    """Axis labels, title and a small legend on a one-panel figure, then :func:`save_figure`."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, base)
 
 
 def save_figure(fig, base: str | Path) -> list[Path]:

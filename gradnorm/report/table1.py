@@ -1,4 +1,4 @@
-"""NYUv2+seg: Table 1 (paper §5) per backbone with the paper's numbers beside ours, and Figure 3.
+"""NYUv2+seg: Table 1 (paper §5) per backbone with the paper's numbers beside ours.
 
 Rows and columns come from ``paper_numbers.yaml`` (``table1``): single-task baselines (one per task),
 equal weights, uncertainty, GradNorm static and GradNorm α=1.5; one column pair (ours | paper) per
@@ -10,17 +10,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
-
 from gradnorm import io
 from gradnorm.report import claims as C
-from gradnorm.report.compare import completed_by_method, errors, static_claim
-from gradnorm.report.curves import figure3, seed_frame
-from gradnorm.report.paper import paper
+from gradnorm.report.claims import paper
+from gradnorm.report.compare import completed_by_method, static_claim
 from gradnorm.report.tables import DASH, fmt, fmt_mean_std, markdown, seed_stats
 
 OVERHEAD_OK, OVERHEAD_PARTLY = 0.10, 0.20   # GradNorm's extra wall time: ≤10% reproduced, ≤20% partly
-LATE_FRACTION = 0.1                          # "final training loss" = mean over the last 10% of steps
 
 
 def spec() -> dict:
@@ -80,24 +76,6 @@ def report(runs: list, out: Path, footer: str = "", prefix: str = "", models=("s
     return files, results
 
 
-def figure3_report(runs: list, out: Path, footer: str = "", prefix: str = "", model: str = "segnet", alpha: float = 1.5,
-                   ) -> tuple[list[Path], list[C.ClaimResult]]:
-    """Figure 3: per-task training and test curves of GradNorm, equal weights and uncertainty."""
-    by_method = completed_by_method(by_model(runs).get(model, []))
-    groups = {"equal": by_method.get("equal", []), "uncertainty": by_method.get("uncertainty", []),
-              "gradnorm": row_runs({"method": "gradnorm", "alpha": alpha}, by_method)}
-    any_run = next((r for rs in groups.values() for r in rs), None)
-    if any_run is None:
-        return [], [C.ClaimResult("fig3.less_overfitting", f"NYUv2+seg {model}", C.NO_DATA,
-                                  "no completed runs of equal, uncertainty or GradNorm", "")]
-    files = figure3(groups, any_run.task_names, out / f"{prefix}figure3",
-                    title=f"NYUv2+seg, {model}: training and test loss per task (Figure 3)")
-    files.append(io.write_text(out / f"{prefix}figure3.md", f"# Figure 3 ({model})\n\nSee `{prefix}figure3.png`.\n\n"
-                               + footer))
-    return files, [_less_overfitting(groups["gradnorm"], groups["equal"], f"NYUv2+seg {model}",
-                                     f"{prefix}figure3.png")]
-
-
 def _beats_equal(gradnorm, equal, columns, setting, shown_in) -> C.ClaimResult:
     check = "per task metric, mean over seeds: GradNorm α=1.5 < equal weights on all: reproduced, some: partly"
     if not gradnorm or not equal:
@@ -125,29 +103,3 @@ def _overhead(gradnorm, equal, setting, shown_in) -> C.ClaimResult:
     verdict = C.REPRODUCED if extra <= OVERHEAD_OK else C.PARTLY if extra <= OVERHEAD_PARTLY else C.NOT_REPRODUCED
     return C.ClaimResult("footnote1.overhead", setting, verdict,
                          f"{100 * extra:+.1f}% ({fmt(gn[0])} s vs {fmt(eq[0])} s)", check, shown_in)
-
-
-def _less_overfitting(gradnorm, equal, setting, shown_in) -> C.ClaimResult:
-    metric_of = {row["task"]: c["metric"] for row in spec()["rows"] if row["method"] == "single_task"
-                 for c in spec()["columns"] if c["key"] == row["task"]}
-    check = (f"per task: final training loss (mean over the last {LATE_FRACTION:.0%} of steps, mean over seeds) of "
-             "GradNorm above equal weights' AND its test error below: all tasks: reproduced, some: partly")
-    if not gradnorm or not equal:
-        return C.ClaimResult("fig3.less_overfitting", setting, C.NO_DATA, "needs GradNorm and equal runs", check)
-    passed, parts = 0, []
-    for task in gradnorm[0].task_names:
-        metric = metric_of.get(task, f"test_loss/{task}")
-        train = [np.nanmean([_late_mean(r, f"train_loss/{task}") for r in rs]) for rs in (gradnorm, equal)]
-        test = [np.nanmean([errors(r, [metric])[0] for r in rs]) for rs in (gradnorm, equal)]
-        passed += train[0] > train[1] and test[0] < test[1]
-        parts.append(f"{task}: train {fmt(train[0])} vs {fmt(train[1])}, {metric} {fmt(test[0])} vs {fmt(test[1])}")
-    return C.ClaimResult("fig3.less_overfitting", setting, C.graded(passed, len(parts)),
-                         "GradNorm vs equal: " + "; ".join(parts), check, shown_in)
-
-
-def _late_mean(run, column: str) -> float:
-    values = seed_frame([run], column)
-    if values.empty:
-        return math.nan
-    values = values.iloc[:, 0]
-    return float(values[values.index >= (1 - LATE_FRACTION) * values.index.max()].mean())

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from gradnorm.experiments import ROOT
 from gradnorm.loggers import WandbLogger
-from gradnorm.report.experiments import ROOT
 
 
 def log_report(experiment: str, files: list[Path], overrides: list[str]) -> bool:

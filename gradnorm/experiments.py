@@ -1,5 +1,7 @@
-"""The paper's experiments as data: ``experiments/<name>.yaml`` names the sweeps (Hydra multirun
-overrides) and the report that turns the finished run directories into tables and figures.
+"""The paper's experiments as data, and their sweeps: ``experiments/<name>.yaml`` names the sweeps
+(Hydra multirun overrides) and the report that turns the finished run directories into tables and
+figures (``gradnorm.report.build``). This module reads the specs and builds the sweeps' command lines;
+``scripts/reproduce.py`` launches them.
 
 A spec::
 
@@ -22,7 +24,7 @@ A spec::
       name: <name>
       sweep: {<key>: <value>}
     report:
-      kind: figure2 | grid | alpha | table1 | figure3
+      kind: figure2 | figure3 | figure4 | figure7 | table1    # gradnorm.report.build.REPORTS
       <parameters of that report>
 
 Runs land in ``<runs>/<sweep>/<job>``; every run gets ``sweep_group=<name>/<sweep>`` (its W&B group).
@@ -30,7 +32,6 @@ Runs land in ``<runs>/<sweep>/<job>``; every run gets ``sweep_group=<name>/<swee
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import shutil
@@ -39,16 +40,15 @@ from pathlib import Path
 
 import yaml
 
-from gradnorm import io
-from gradnorm.report.reference import Reference, write_comparison
-from gradnorm.report.runs import load_runs, runs_frame
-from gradnorm.report.tables import not_completed_section
+from gradnorm.config import NOT_TRAINING_KEYS, key_in
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS_DIR = ROOT / "experiments"
 RUN_PY = ROOT / "run.py"
-#: override keys that never name a run directory (long, contain "/", or identical in a sweep)
-_NOT_IN_DIRNAME = ("sweep_group", "setting", "balancer.from_run", "hydra.sweep.subdir")
+#: override keys that never name a run directory of a sweep: long, containing "/", or the same in a whole
+#: sweep. Besides them, an extra argument stays out when it does not vary (e.g. trainer.max_steps=4) or does
+#: not change training (config.NOT_TRAINING_KEYS); the sweep's own keys name its directories.
+SWEEP_KEYS = ("sweep_group", "setting", "balancer.from_run", "hydra.sweep.subdir")
 #: separates a setting's name from its follow-up sweep's name (``<setting>__<name>``)
 FOLLOWUP_SEP = "__"
 
@@ -160,8 +160,8 @@ def sweep_command(experiment: Experiment, sweep: str, runs_dir: Path, extras: li
     # Job directories are named by the keys that vary; fixed extras (e.g. trainer.max_steps=4) stay out.
     own = experiment.settings.get(sweep.partition(FOLLOWUP_SEP)[0], {})  # a setting's own keys: in the sweep's name
     excluded = [k.lstrip("+~") for k, v in overrides.items()
-                if k.lstrip("+~") in _NOT_IN_DIRNAME or k in own
-                or (k not in experiment.sweeps[sweep] and count_values(v) == 1)]
+                if k.lstrip("+~") in SWEEP_KEYS or k in own
+                or (k not in experiment.sweeps[sweep] and (count_values(v) == 1 or key_in(k.lstrip("+~"), NOT_TRAINING_KEYS)))]
     args = [f"{k}={v.replace('{runs}', str(runs_dir))}" for k, v in overrides.items()]
     hydra_args = [f"hydra.sweep.dir={runs_dir / sweep}",
                   f"hydra.job.config.override_dirname.exclude_keys=[{','.join(['sweep_group'] + excluded)}]",
@@ -224,89 +224,6 @@ def clear_sweep_dir(path: Path) -> None:
         if any(path.iterdir()):
             raise ExperimentError(f"{path} exists and does not look like a sweep directory; move it away first")
     shutil.rmtree(path)
-
-
-def build_report(experiment: Experiment, runs_dir: Path, out_dir: Path, extras: list[str] | None = None) -> list[Path]:
-    """Aggregate the runs under ``runs_dir`` and write the experiment's tables, figures and verdicts."""
-    from gradnorm.report import REPORTS, claims
-
-    kind = experiment.report.get("kind")
-    if kind not in REPORTS:
-        raise ExperimentError(f"experiment {experiment.name}: unknown report kind {kind!r}; "
-                              f"choose one of: {', '.join(sorted(REPORTS))}")
-    add_existing_followups(experiment, runs_dir)
-    runs = load_runs(runs_dir)
-    if not runs:
-        raise ExperimentError(f"no run directories under {runs_dir}: run `scripts/reproduce.py {experiment.name}` "
-                              "first (or pass --runs-dir)")
-    frame = runs_frame(runs, runs_dir)
-    params = {k: v for k, v in experiment.report.items() if k != "kind"}
-    if experiment.settings:  # a study of named settings: its report gets them and the sweeps' wall times
-        params.update(settings=experiment.settings, timing=_sweep_times(runs_dir))
-    prefix = params.get("prefix", "")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    before = Reference.read(out_dir / f"{prefix}runs.csv", out_dir / f"claims_{experiment.name}.json")
-    files = [io.save_csv(out_dir / f"{prefix}runs.csv", frame)]
-    footer = not_completed_section(frame, expected_runs(experiment, extras or [], runs_dir))
-    made, verdicts = REPORTS[kind](runs, out_dir, footer=footer, **params)
-    files += made
-    files.append(claims.write_claims(out_dir, experiment.name, verdicts, _context(frame, runs_dir)))
-    files.append(write_comparison(before, out_dir, prefix, experiment.name))
-    files.append(write_results_readme(out_dir))
-    files.append(write_paper_report(out_dir.parent))
-    return files
-
-
-def _sweep_times(runs_dir: Path) -> dict[str, float]:
-    try:
-        return {str(k): float(v) for k, v in json.loads((runs_dir / "sweep_times.json").read_text()).items()}
-    except (OSError, ValueError, AttributeError):
-        return {}
-
-
-def write_results_readme(out_dir: Path) -> Path:
-    """``README.md`` of a results folder: per experiment reported into it, its files and verdicts."""
-    from gradnorm.report.claims import claims_markdown, read_claims, read_context
-
-    lines = [f"# {out_dir.name}: results and verdicts\n",
-             "Generated by `scripts/reproduce.py` / `scripts/report.py` (docs/experiments.md, docs/reporting.md); "
-             "do not edit by hand.\n"]
-    found = read_claims(out_dir)
-    specs = {exp: load_experiment(exp) for exp in found if exp in available()}
-    prefixes = {exp: spec.report.get("prefix", "") for exp, spec in specs.items()}
-    files = sorted(p.name for p in out_dir.iterdir() if p.is_file() and p.name != "README.md"
-                   and not p.name.startswith(("claims_", ".")))
-    for exp, results in found.items():
-        spec = specs.get(exp)
-        lines.append(f"## `{exp}`: {spec.description} ({spec.paper})\n" if spec else f"## `{exp}`\n")
-        context = read_context(out_dir / f"claims_{exp}.json")
-        if context:
-            lines.append(context + "\n")
-        mine = prefixes.get(exp, "")
-        longer = [p for p in prefixes.values() if len(p) > len(mine)]
-        own = [n for n in files if n.startswith(mine) and not n.startswith(tuple(longer))] if longer else [
-            n for n in files if n.startswith(mine)]
-        lines.append("Files: " + ", ".join(f"`{n}`" for n in own + [f"claims_{exp}.json"]) + "\n")
-        lines.append(claims_markdown(results))
-    return io.write_text(out_dir / "README.md", "\n".join(lines) + "\n")
-
-
-def _context(frame, runs_dir: Path) -> str:
-    """The runs behind a report: counts by status and the training lengths used."""
-    counts = ", ".join(f"{v} {k}" for k, v in frame["status"].value_counts().items())
-    steps = sorted({int(s) for s in frame["max_steps"].dropna()}) if "max_steps" in frame else []
-    return (f"{len(frame)} runs ({counts}) under `{runs_dir.name}/`; trainer.max_steps = "
-            f"{', '.join(map(str, steps)) or '–'}.")
-
-
-def write_paper_report(results_root: Path) -> Path:
-    """``REPORT.md`` in ``results_root``: every testable claim of the paper with its verdicts."""
-    from gradnorm.report.claims import paper_report
-
-    specs = [load_experiment(n) for n in available()]
-    gpu = {s.name for s in specs if s.gpu}
-    commands = {s.name: f"scripts/reproduce.py {s.name}" for s in specs}
-    return io.write_text(results_root / "REPORT.md", paper_report(results_root, gpu, commands))
 
 
 def _as_override_value(value) -> str:

@@ -27,7 +27,7 @@ from gradnorm.report.compare import (
     weight_distance,
 )
 from gradnorm.report.stats import pearson, percent_gain
-from gradnorm.report.style import METHOD_LABELS, method_color, new_figure, save_figure
+from gradnorm.report.style import finish_scatter, method_color, method_label, new_figure
 from gradnorm.report.tables import DASH, fmt, fmt_mean_std, markdown, seed_stats
 
 STRONG_CORRELATION = -0.5   # Pearson r ≤ this: "reproduced"; between it and 0: "partly"
@@ -81,13 +81,9 @@ def figure(pts, static, equal, gradnorm, metrics, r, base: Path, title: str) -> 
                 xs.append(weight_distance(run, ref))
                 ys.append(percent_gain(errors(run, metrics), errors(ref, metrics)))
         if xs:
-            ax.scatter(xs, ys, s=40, marker="D", color=method_color(method), label=METHOD_LABELS[method])
-    ax.set_xlabel("‖w − E_t[w_GradNorm]‖₂")
-    ax.set_ylabel("avg % change in test performance vs GradNorm")
-    ax.set_title(title or "Grid search vs GradNorm (paper §5.3, Figure 4)")
-    ax.legend(frameon=False, fontsize=7)
-    fig.tight_layout()
-    return save_figure(fig, base)
+            ax.scatter(xs, ys, s=40, marker="D", color=method_color(method), label=method_label(method))
+    return finish_scatter(fig, ax, base, "‖w − E_t[w_GradNorm]‖₂", "avg % change in test performance vs GradNorm",
+                          title or "Grid search vs GradNorm (paper §5.3, Figure 4)")
 
 
 def table_markdown(pts, static, equal, gradnorm, metrics, r, title: str) -> str:
@@ -106,7 +102,7 @@ def table_markdown(pts, static, equal, gradnorm, metrics, r, title: str) -> str:
             continue
         errs = np.array([errors(run, metrics) for run in runs])
         dist = [weight_distance(run, ref) for run in runs if (ref := reference_for(run, gradnorm))]
-        rows.append([METHOD_LABELS[method], describe_weights(np.nanmean([x.summary["mean_weights"] for x in runs], 0)),
+        rows.append([method_label(method), describe_weights(np.nanmean([x.summary["mean_weights"] for x in runs], 0)),
                      fmt_mean_std(*seed_stats(dist)), fmt_mean_std(*seed_stats(gains(runs, gradnorm, metrics)))]
                     + [fmt_mean_std(*seed_stats(errs[:, i])) for i in range(len(names))])
     if pts:

@@ -1,0 +1,94 @@
+"""Figure 5: GradNorm's weights w_i(t) for two values of the asymmetry α (paper §3), per setting, and
+the claim that a larger α spreads the weights further apart.
+
+Runs are grouped by setting (experiment preset: the toy's T, or the NYUv2 backbone). Spread of a run
+= std over tasks of its time-averaged weights. Drawn by the α-sweep report (``figure7.report``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from gradnorm.report import claims as C
+from gradnorm.report.compare import completed_by_method, setting_label
+from gradnorm.report.curves import plot_band, seed_frame
+from gradnorm.report.figure2 import toy_sigmas
+from gradnorm.report.stats import spearman
+from gradnorm.report.style import new_figure, save_figure, task_colors
+from gradnorm.report.tables import fmt, seed_stats
+
+STRONG_RANK_CORRELATION = 0.5   # Spearman ρ(α, spread) ≥ this (and MIN_WIDENING): "reproduced"
+MIN_WIDENING = 0.1              # the spread at the largest α is at least 10% wider than at the smallest
+
+
+def by_setting_and_alpha(runs: list) -> dict[str, dict[float, list]]:
+    """GradNorm runs -> {setting label: {α: runs}}."""
+    out: dict[str, dict[float, list]] = {}
+    for run in completed_by_method(runs).get("gradnorm", []):
+        alpha = float(run.config["balancer"]["alpha"])
+        out.setdefault(setting_label(run), {}).setdefault(alpha, []).append(run)
+    return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
+
+
+def spread(run) -> float:
+    """Std over tasks of the time-averaged weights (weights sum to T, so their mean is 1)."""
+    return float(np.std(run.summary.get("mean_weights") or [math.nan]))
+
+
+def figure(groups: dict, traces_alphas, sigmas: bool, base: Path) -> list[Path]:
+    fig, axes = new_figure(max(len(groups), 1), 2, width=4.2, height=3.0)
+    for row, (key, by_alpha) in enumerate(groups.items()):
+        chosen = [float(a) for a in traces_alphas if float(a) in by_alpha] or (
+            [min(by_alpha), max(by_alpha)] if by_alpha else [])
+        limits = []
+        for col, alpha in enumerate(chosen[:2]):
+            ax = axes[row][col]
+            runs = by_alpha[alpha]
+            names = runs[0].task_names
+            colors = _task_colors(runs[0], sigmas)
+            for i, name in enumerate(names):
+                plot_band(ax, seed_frame(runs, f"weight/{name}"), colors[i], name if len(names) <= 4 else None,
+                          spread="range")
+            ax.set_title(f"{key}: GradNorm α={alpha:g}\n(mean of {len(runs)} seeds, band min–max)")
+            ax.set_xlabel("step")
+            ax.set_ylabel("w_i(t)")
+            limits.append(ax.get_ylim())
+            if len(names) <= 4 and ax.get_legend_handles_labels()[0]:
+                ax.legend(frameon=False, fontsize=7)
+        if limits:  # the same y axis for both α, so their spreads compare at a glance
+            for col in range(len(limits)):
+                axes[row][col].set_ylim(min(lo for lo, _ in limits), max(hi for _, hi in limits))
+    fig.suptitle("Task weights for two values of α (Figure 5)")
+    fig.tight_layout()
+    return save_figure(fig, base)
+
+
+def spread_claim(by_alpha: dict, setting: str, prefix: str) -> C.ClaimResult:
+    """Figure 5: a larger α spreads the weights further apart."""
+    alphas = list(by_alpha)
+    spreads = [seed_stats([spread(r) for r in by_alpha[a]])[0] for a in alphas]
+    rho = spearman(alphas, spreads)
+    widening = spreads[-1] / spreads[0] - 1 if len(spreads) > 1 and spreads[0] > 0 else math.nan
+    check = (f"spread = std over tasks of GradNorm's time-averaged weights (mean over seeds). Spearman ρ(α, spread) "
+             f"≥ {STRONG_RANK_CORRELATION} and the spread at the largest α ≥ {1 + MIN_WIDENING:g}× the spread at the "
+             "smallest: reproduced; ρ > 0 or a wider spread: partly; otherwise not reproduced")
+    if not math.isfinite(rho) or not math.isfinite(widening):
+        verdict = C.NO_DATA
+    elif rho >= STRONG_RANK_CORRELATION and widening >= MIN_WIDENING:
+        verdict = C.REPRODUCED
+    else:
+        verdict = C.PARTLY if rho > 0 or widening > 0 else C.NOT_REPRODUCED
+    return C.ClaimResult("fig5.alpha_spreads_weights", setting, verdict, (
+        f"ρ={fmt(rho, 2)}; spread {100 * widening:+.1f}% from α={alphas[0]:g} to α={alphas[-1]:g} ("
+        + ", ".join(f"α={a:g}: {fmt(s)}" for a, s in zip(alphas, spreads)) + ")"), check, f"{prefix}figure5.png")
+
+
+def _task_colors(run, sigmas: bool) -> list:
+    if sigmas and run.config.get("dataset", {}).get("num_tasks"):
+        return task_colors(toy_sigmas(run))
+    import matplotlib.pyplot as plt
+
+    return [plt.get_cmap("tab10")(i % 10) for i in range(len(run.task_names))]

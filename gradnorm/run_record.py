@@ -1,0 +1,99 @@
+"""The run record: what a run directory holds, the one interface between training and reporting.
+
+``summary.json`` (written at the end of a run, also a failed or interrupted one) and ``history.csv``
+(one row per step, rewritten at every checkpoint) are written here, by the training loop and the
+command line's failure path, and read here, by reporting and by GradNorm static (docs/architecture.md,
+"Run outputs", lists their fields).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from gradnorm import io
+
+SUMMARY = "summary.json"
+HISTORY = "history.csv"
+#: ``summary.json``'s ``status``: a run that finished, that stopped on an error, or that a signal stopped
+COMPLETED, FAILED, INTERRUPTED = "completed", "failed", "interrupted"
+#: history columns that are not final metrics of the run (weights, training losses)
+_PER_STEP_PREFIXES = ("weight/", "train_loss/")
+
+
+def history_frame(history: list[dict]) -> pd.DataFrame:
+    """The history rows as a table: ``step``, the weights and the training losses first."""
+    frame = pd.DataFrame(history)
+    first = ["step"] + sorted(c for c in frame.columns if c.startswith("weight/")) + sorted(
+        c for c in frame.columns if c.startswith("train_loss/"))
+    return frame[first + [c for c in frame.columns if c not in first]] if len(frame) else frame
+
+
+def summarize(status: str, error: str | None, task_names: list[str], weights: list[float], history: list[dict],
+              steps: int, max_steps: int, wall_time_s: float, config: dict, num_parameters: int,
+              log_prefix: str | None = None, task_setup: dict | None = None) -> dict:
+    """``summary.json`` of a run from its history.
+
+    ``mean_weights`` is the time average of the weights used at the training steps (GradNorm
+    static's E_t[w_i(t)]); ``metrics`` the last evaluation's values, less the per-step columns and
+    the balancer's own scalars (those under ``log_prefix``, e.g. ``"gradnorm/"``); ``task_setup`` the
+    data set's realised set-up of the tasks (e.g. the toy's σ_i, which reports read).
+    """
+    train_rows = [r for r in history if r["step"] < max_steps and f"weight/{task_names[0]}" in r]
+    mean_weights = [
+        sum(r[f"weight/{n}"] for r in train_rows) / len(train_rows) if train_rows else float("nan")
+        for n in task_names
+    ]
+    evaluated = [r for r in history if "task_normalized_loss" in r]
+    not_metrics = _PER_STEP_PREFIXES + ((log_prefix,) if log_prefix else ())
+    metrics = {k: v for k, v in (evaluated[-1] if evaluated else {}).items()
+               if k != "step" and not k.startswith(not_metrics)}
+    summary = {
+        "status": status,
+        "task_names": task_names,
+        "weights": weights,
+        "mean_weights": mean_weights,
+        "metrics": metrics,
+        "metrics_step": evaluated[-1]["step"] if evaluated else None,
+        "steps": steps,
+        "wall_time_s": round(wall_time_s, 3),
+        "num_parameters": num_parameters,
+        "task_setup": task_setup or {},
+        "config": config,
+    }
+    if error:
+        summary["error"] = error
+    return summary
+
+
+def failed_summary(error: str, config: dict) -> dict:
+    """The summary of a run that failed before training started (e.g. a bad value in a sweep)."""
+    return {"status": FAILED, "error": error, "task_names": [], "weights": [], "mean_weights": [],
+            "metrics": {}, "steps": 0, "wall_time_s": 0.0, "config": config}
+
+
+def write_history(run_dir: str | Path, history: list[dict]) -> Path:
+    return io.save_csv(Path(run_dir) / HISTORY, history_frame(history))
+
+
+def write_summary(run_dir: str | Path, summary: dict) -> Path:
+    return io.write_json(Path(run_dir) / SUMMARY, summary)
+
+
+def has_summary(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / SUMMARY).is_file()
+
+
+def read_summary(run_dir: str | Path) -> dict:
+    """``summary.json`` of ``run_dir``; ``OSError`` if absent, ``json.JSONDecodeError`` if unreadable."""
+    return json.loads((Path(run_dir) / SUMMARY).read_text())
+
+
+def read_history(run_dir: str | Path) -> pd.DataFrame | None:
+    """``history.csv`` of ``run_dir`` as a table; None if absent or unreadable."""
+    try:
+        return pd.read_csv(Path(run_dir) / HISTORY)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return None
