@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gradnorm import distributed, io, run_record
-from gradnorm.config import CONF_DIR, ConfigError
+from gradnorm.config import CONF_DIR, NOT_TRAINING_KEYS, ConfigError, key_in
 from gradnorm.train import train
 
 EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
@@ -76,6 +76,81 @@ def _fail(err: Exception, run_dir: Path, cfg: DictConfig, multirun: bool, code: 
         run_record.write_summary(run_dir, run_record.failed_summary(message, config))
         if trace:
             io.write_text(run_dir / "error.log", trace)
+    return None
+
+
+def _key(arg: str) -> str:
+    return arg.partition("=")[0].lstrip("+~")
+
+
+def _last_value(argv: list[str], key: str) -> str | None:
+    values = [a.partition("=")[2] for a in argv if "=" in a and _key(a) == key]
+    return values[-1] if values else None
+
+
+def _recorded_overrides(path: Path) -> list[str] | None:
+    """The task overrides Hydra recorded (``.hydra/overrides.yaml``, or a sweep's ``multirun.yaml``)."""
+    try:
+        node = OmegaConf.load(path)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    recorded = node.hydra.overrides.task if path.name == "multirun.yaml" else node
+    return [str(a) for a in recorded] if OmegaConf.is_list(recorded) else None
+
+
+def _training_overrides(argv: list[str]) -> list[str]:
+    """The overrides of ``argv`` that decide what is trained (not Hydra's, not NOT_TRAINING_KEYS)."""
+    return sorted(a for a in argv if not a.startswith("-") and not _key(a).startswith("hydra")
+                  and not key_in(_key(a), NOT_TRAINING_KEYS))
+
+
+def resume_argv(argv: list[str], cwd: Path | None = None) -> list[str]:
+    """The command line of a resumed run or sweep, before Hydra composes it.
+
+    ``trainer.resume=RUN_DIR`` (one run): RUN_DIR's recorded overrides (``.hydra/overrides.yaml``) with
+    the user's on top, and ``hydra.run.dir=RUN_DIR``, so that ``python run.py trainer.resume=RUN_DIR``
+    continues the run with its own config in its own folder; an override that changes what is trained
+    is still refused when the checkpoint is read (:func:`gradnorm.checkpoint.check_resume_config`).
+    ``-m ... trainer.resume=auto`` without ``hydra.sweep.dir``: the latest ``multirun/`` folder
+    launched with the same training overrides becomes the sweep folder, so that each job continues
+    its own folder (completed jobs are kept, see :func:`gradnorm.train.train`).
+    """
+    resume = _last_value(argv, "trainer.resume")
+    if resume in (None, "", "null"):
+        return argv
+    if any(a in ("-m", "--multirun") for a in argv):
+        if resume != "auto" or _last_value(argv, "hydra.sweep.dir") is not None:
+            return argv
+        found = _same_sweep(argv, Path(cwd or Path.cwd()) / "multirun")
+        if found is None:
+            print("trainer.resume=auto: no earlier sweep under multirun/ with these overrides; starting one")
+            return argv
+        print(f"trainer.resume=auto: continuing the sweep in {found} (completed jobs are kept)")
+        return [*argv, f"hydra.sweep.dir={found}"]
+    if resume == "auto":
+        return argv
+    run_dir = Path(resume)
+    recorded = _recorded_overrides(run_dir / ".hydra" / "overrides.yaml")
+    if recorded is None:  # not a run.py run folder: the user's overrides alone (checked against the checkpoint)
+        return argv
+    merged = {_key(a): a for a in recorded if "=" in a and _key(a) != "trainer.resume"}
+    flags = [a for a in argv if a.startswith("-") or "=" not in a]
+    for arg in argv:
+        if "=" in arg and not arg.startswith("-"):
+            merged.pop(_key(arg), None)
+            merged[_key(arg)] = arg
+    if "hydra.run.dir" not in merged:
+        merged["hydra.run.dir"] = f"hydra.run.dir={run_dir}"
+    return [*flags, *merged.values()]
+
+
+def _same_sweep(argv: list[str], multirun: Path) -> Path | None:
+    """The latest sweep folder under ``multirun`` whose recorded overrides train the same runs."""
+    wanted = _training_overrides(argv)
+    for sweep in sorted((p.parent for p in multirun.glob("*/multirun.yaml")), reverse=True):
+        recorded = _recorded_overrides(sweep / "multirun.yaml")
+        if recorded is not None and _training_overrides(recorded) == wanted:
+            return sweep
     return None
 
 

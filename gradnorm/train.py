@@ -25,7 +25,14 @@ from torch import Tensor
 from tqdm import tqdm
 
 from gradnorm import distributed, run_record
-from gradnorm.checkpoint import CHECKPOINT, check_resume_config, load_checkpoint, restore, write_checkpoint
+from gradnorm.checkpoint import (
+    CHECKPOINT,
+    changed_keys,
+    check_resume_config,
+    load_checkpoint,
+    restore,
+    write_checkpoint,
+)
 from gradnorm.config import ConfigError, TrainerSettings, check_config
 from gradnorm.tasks import Task, WeightedMean
 
@@ -152,6 +159,19 @@ def _postfix(row: dict, task_names) -> dict[str, str]:
     return out
 
 
+def completed_summary(run_dir: Path, cfg: DictConfig, max_steps: int) -> dict | None:
+    """``run_dir``'s summary when it records a completed run of ``max_steps`` steps with this config
+    (up to the keys that do not change training), else None."""
+    try:
+        summary = run_record.read_summary(run_dir)
+    except (OSError, ValueError):
+        return None
+    if summary.get("status") != run_record.COMPLETED or summary.get("steps") != max_steps:
+        return None
+    current = OmegaConf.to_container(cfg, resolve=True)
+    return summary if not changed_keys(summary.get("config") or {}, current) else None
+
+
 class _SignalFlag:
     requested = False
     signal_name = ""
@@ -196,6 +216,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     main_process = rank == 0
     run_dir = Path(distributed.broadcast_object(str(run_dir)))  # rank 0's Hydra directory on every rank
     checkpoint = None
+    if settings.resume == "auto" and (kept := completed_summary(run_dir, cfg, settings.max_steps)) is not None:
+        return kept  # a sweep re-run with trainer.resume=auto: this job is done already
     if settings.resume == "auto":
         checkpoint = load_checkpoint(run_dir / CHECKPOINT) if (run_dir / CHECKPOINT).exists() else None
     elif settings.resume:
