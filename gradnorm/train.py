@@ -9,6 +9,7 @@ evaluation and checkpoint when due. A run directory receives ``summary.json``, `
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 import signal
@@ -22,9 +23,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from torch import Tensor
-from tqdm import tqdm
 
 from gradnorm import distributed, run_record
+from gradnorm import progress as show
 from gradnorm.checkpoint import (
     CHECKPOINT,
     changed_keys,
@@ -35,6 +36,8 @@ from gradnorm.checkpoint import (
 )
 from gradnorm.config import ConfigError, TrainerSettings, check_config
 from gradnorm.tasks import Task, WeightedMean
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -151,14 +154,6 @@ def weights_row(balancer, task_names) -> dict[str, float]:
     return {f"weight/{n}": w for n, w in zip(task_names, balancer.weights.tolist())}
 
 
-def _postfix(row: dict, task_names) -> dict[str, str]:
-    out = {}
-    for n in task_names[:4]:
-        out[f"L[{n}]"] = f"{row.get(f'train_loss/{n}', float('nan')):.3g}"
-        out[f"w[{n}]"] = f"{row.get(f'weight/{n}', float('nan')):.3g}"
-    return out
-
-
 def completed_summary(run_dir: Path, cfg: DictConfig, max_steps: int) -> dict | None:
     """``run_dir``'s summary when it records a completed run of ``max_steps`` steps with this config
     (up to the keys that do not change training), else None."""
@@ -202,12 +197,15 @@ def _stop_on_signals():
 
 
 # -- the loop -------------------------------------------------------------------------------------
-def train(cfg: DictConfig, run_dir: str | Path) -> dict:
+def train(cfg: DictConfig, run_dir: str | Path, *, progress_bar: bool | None = None) -> dict:
     """Train one configured run and write its outputs into ``run_dir``; return the summary.
 
     With ``trainer.resume=RUN_DIR`` the run continues that directory's last checkpoint, in place;
     with ``trainer.resume=auto`` it continues ``run_dir``'s own checkpoint if there is one (a
-    requeued cluster job), else starts afresh. Under ``torchrun`` only rank 0 writes files.
+    requeued cluster job), else starts afresh; a completed run of the same config is kept as it is.
+    Under ``torchrun`` only rank 0 writes files. ``progress_bar=False`` draws no bar (the jobs of a
+    sweep: their final lines say how each ended); None follows ``trainer.progress``. The run's key
+    events go to the ``gradnorm.train`` logger (Hydra writes them to the run folder's run.log).
     """
     check_config(cfg)
     settings = TrainerSettings.from_config(cfg.trainer)
@@ -286,6 +284,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                              step=step, history=history, initial_test_losses=initial_test_losses,
                              wall_time_s=elapsed_before + time.perf_counter() - start, config=cfg, world_size=world)
             run_record.write_history(run_dir, history)
+            log.info("step %d: checkpoint %s", step, run_dir / CHECKPOINT)
         distributed.barrier()
         checkpoint_step = step
 
@@ -309,8 +308,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     # -- the loop ------------------------------------------------------------------------------
     start = time.perf_counter()
     batches = data.train_batches(settings.batch_size, cfg.seed, start_step=step, rank=rank, world_size=world)
-    progress = tqdm(total=settings.max_steps, initial=step, disable=not (main_process and settings.progress),
-                    desc=run_dir.name, dynamic_ncols=True, mininterval=1.0)
+    draw = settings.progress if progress_bar is None else progress_bar
+    progress = show.bar(settings.max_steps, step, show.run_label(getattr(balancer, "name", type(balancer).__name__), cfg.seed),
+                        enabled=main_process and draw)
+    last_loss = None
+    log.info("training %s for %d steps on %s (%s), from step %d; tasks %s; %d parameters",
+             progress.desc, settings.max_steps, device, "resumed" if checkpoint is not None else "fresh",
+             step, ", ".join(task_names), net.num_parameters())
     model.train()
     with _stop_on_signals() as stop:
         try:
@@ -318,6 +322,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 row = {"step": step}
                 if step % settings.eval_every == 0 or step == settings.max_steps:
                     row.update(evaluate())
+                    last_loss = row["task_normalized_loss"]
+                    log.info("step %d: task-normalised test loss %.4g; %s", step, last_loss,
+                             show.short_weights(balancer.weights.tolist()))
                     distributed.check_same_on_all_ranks(balancer.weights.to(device), "task weights")
                     if logger is not None:
                         logger.log({k: v for k, v in row.items() if k != "step"}, step=step)
@@ -352,7 +359,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 step += 1
                 progress.update(1)
                 if step % max(1, settings.max_steps // 100) == 0:
-                    progress.set_postfix(_postfix(row, task_names), refresh=False)
+                    progress.set_postfix_str(show.postfix(last_loss, balancer.weights.tolist()), refresh=False)
                 # Every process stops after the same step, also when a signal reached only some of them.
                 stop_now = distributed.any_process(stop.requested, device)
                 if stop_now or (settings.checkpoint_every and step % settings.checkpoint_every == 0):
