@@ -8,6 +8,7 @@ goes on; the report lists it.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import traceback
@@ -15,11 +16,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gradnorm import distributed, io, run_record
+from gradnorm import distributed, io, progress, run_record
 from gradnorm.config import CONF_DIR, NOT_TRAINING_KEYS, ConfigError, key_in
 from gradnorm.train import train
 
 EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+log = logging.getLogger(__name__)
 #: conf/hydra/launcher options that need the ``slurm`` extra (hydra-submitit-launcher)
 SUBMITIT_LAUNCHERS = ("slurm", "local", "submitit_slurm", "submitit_local")
 
@@ -32,8 +34,12 @@ def main(cfg: DictConfig):
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if _launch_rank() == 0:
+        choices = " ".join(f"{k}={v}" for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra"))
+        log.info("run %s: %s; overrides: %s", run_dir, choices, " ".join(hydra_cfg.overrides.task) or "none")
     try:
-        summary = train(cfg, run_dir)
+        # a sweep's jobs draw no bars (parallel jobs' bars would overwrite each other): a line each as they end
+        summary = train(cfg, run_dir, progress_bar=False if multirun else None)
     except ConfigError as err:
         return _fail(err, run_dir, cfg, multirun, EXIT_CONFIG)
     except KeyboardInterrupt:  # a second Ctrl-C, or one before the loop started
@@ -48,6 +54,10 @@ def main(cfg: DictConfig):
 
     status = summary["status"]
     speak = _launch_rank() == 0  # the status is the same on every torchrun process
+    if speak:
+        line = progress.final_line(summary, run_dir)
+        log.info(line)
+        print(line, flush=True)
     if status == run_record.INTERRUPTED:
         resume = cfg.trainer.get("resume")
         resume_dir = resume if resume not in (None, "", "auto") else run_dir
