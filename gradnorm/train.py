@@ -9,6 +9,7 @@ evaluation and checkpoint when due. A run directory receives ``summary.json``, `
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 import random
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from torch import Tensor
@@ -34,7 +35,7 @@ from gradnorm.checkpoint import (
     restore,
     write_checkpoint,
 )
-from gradnorm.config import ConfigError, TrainerSettings, check_config
+from gradnorm.config import CONF_DIR, ConfigError, TrainerSettings, check_config
 from gradnorm.tasks import Task, WeightedMean
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,60 @@ def build(node, name: str, **kwargs):
         if isinstance(cause, ValueError | TypeError):
             raise ConfigError(f"{name}: {cause}") from None
         raise ConfigError(f"{name}: {str(err).splitlines()[0]}") from None
+
+
+def call(factory, name: str, *args):
+    """Call a built partial (an optimiser, a scheduler); its ValueError/TypeError becomes a ConfigError."""
+    try:
+        return factory(*args)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{name}: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
+                          ) from None
+
+
+def choose_tasks(data, tasks) -> None:
+    """Keep the ``tasks`` subset of the data set's tasks (all when null), or name the data set's tasks."""
+    if tasks is None:
+        return
+    names = [t.name for t in data.tasks]
+    known = ", ".join(names)
+    if isinstance(tasks, str) or len(tasks) == 0:
+        raise ConfigError(f"tasks must be a non-empty list of task names, e.g. tasks=[{names[0]}] (this data set's "
+                          f"tasks: {known}); got {tasks!r}")
+    unknown = [str(n) for n in tasks if n not in names]
+    if unknown:
+        raise ConfigError(f"tasks=[{','.join(map(str, tasks))}]: unknown task {unknown[0]!r}; this data set's tasks: "
+                          f"{known}")
+    data.select_tasks(list(tasks))
+
+
+def _conf_name(group: str, target: str) -> str:
+    """The conf/<group> option whose ``_target_`` is ``target`` (the target itself if none is)."""
+    for path in sorted((CONF_DIR / group).glob("*.yaml")):
+        if OmegaConf.load(path).get("_target_") == target:
+            return path.stem
+    return target
+
+
+def check_model_fits(cfg: DictConfig, model_kwargs: dict) -> None:
+    """The model must take the data set's inputs (``model_kwargs``: ``in_features`` of the toy's vectors,
+    ``in_channels`` of NYUv2's images); otherwise name the models that do."""
+    def takes(target: str) -> bool:
+        try:
+            parameters = inspect.signature(get_class(target)).parameters
+        except Exception:  # noqa: BLE001 - an unknown target is reported when it is built
+            return True
+        return all(k in parameters for k in model_kwargs) or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+    target = cfg.model.get("_target_")
+    if target is None or takes(target):
+        return
+    fitting = [p.stem for p in sorted((CONF_DIR / "model").glob("*.yaml"))
+               if takes(OmegaConf.load(p).get("_target_", ""))]
+    dataset = _conf_name("dataset", cfg.dataset.get("_target_"))
+    raise ConfigError(f"model={_conf_name('model', target)} does not fit dataset={dataset}: it takes "
+                      f"{', '.join(model_kwargs)}; models for dataset={dataset}: {', '.join(fitting) or 'none'}")
 
 
 def seed_everything(seed: int) -> None:
@@ -227,14 +282,15 @@ def train(cfg: DictConfig, run_dir: str | Path, *, progress_bar: bool | None = N
 
     # -- what to train -------------------------------------------------------------------------
     data = build(cfg.dataset, "dataset")
-    if cfg.get("tasks"):
-        data.select_tasks(list(cfg.tasks))
+    choose_tasks(data, cfg.get("tasks"))
     tasks = data.tasks
     task_names = [t.name for t in tasks]
+    check_model_fits(cfg, data.model_kwargs())
     model = build(cfg.model, "model", heads={t.name: t.out_channels for t in tasks}, **data.model_kwargs())
     balancer = build(cfg.balancer, "balancer", num_tasks=len(tasks))
-    optimizer = build(cfg.trainer.optimizer, "trainer.optimizer")(model.parameters())
-    scheduler = build(cfg.trainer.scheduler, "trainer.scheduler")(optimizer) if cfg.trainer.get("scheduler") else None
+    optimizer = call(build(cfg.trainer.optimizer, "trainer.optimizer"), "trainer.optimizer", model.parameters())
+    scheduler = (call(build(cfg.trainer.scheduler, "trainer.scheduler"), "trainer.scheduler", optimizer)
+                 if cfg.trainer.get("scheduler") else None)
 
     precision = autocast_dtype(settings.precision, device)
     channels_last = (settings.channels_last == "auto" and device.type == "cuda") or settings.channels_last is True
@@ -370,5 +426,10 @@ def train(cfg: DictConfig, run_dir: str | Path, *, progress_bar: bool | None = N
         except NonFiniteLossError as err:
             progress.close()
             return finish(run_record.FAILED, str(err))
+        except Exception as err:  # noqa: BLE001 - any failure while training is recorded as "failed"
+            progress.close()
+            log.info("failed at step %d", step, exc_info=True)  # the traceback goes to run.log only
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            return finish(run_record.FAILED, f"{type(err).__name__} at step {step}: {first}; {kept_checkpoint()}")
     progress.close()
     return finish(run_record.COMPLETED)
