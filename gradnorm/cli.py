@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -77,6 +78,8 @@ def _fail(err: Exception, run_dir: Path, cfg: DictConfig, multirun: bool, code: 
     if code != EXIT_CONFIG or _launch_rank() == 0:  # a config error is the same on every torchrun process
         print(f"error: {message}", file=sys.stderr)
     if not multirun:
+        if code == EXIT_CONFIG and _launch_rank() == 0:
+            remove_empty_run_dir(run_dir)
         sys.exit(code)
     if distributed.is_main_process() and not run_record.has_summary(run_dir):
         try:
@@ -162,6 +165,29 @@ def _same_sweep(argv: list[str], multirun: Path) -> Path | None:
         if recorded is not None and _training_overrides(recorded) == wanted:
             return sweep
     return None
+
+
+#: what Hydra puts into a run folder before the task function runs
+HYDRA_FILES = {".hydra", "run.log"}
+
+
+def remove_empty_run_dir(run_dir: Path, root: Path | None = None) -> bool:
+    """Remove a run folder that holds nothing but Hydra's own files (a run refused before it trained),
+    and the folders above it that it leaves empty, up to ``root`` (the current directory). A folder with
+    anything else in it (a checkpoint, a summary: a run being resumed) is kept."""
+    run_dir, root = Path(run_dir).resolve(), Path(root or Path.cwd()).resolve()
+    if not run_dir.is_dir() or {p.name for p in run_dir.iterdir()} - HYDRA_FILES:
+        return False
+    logging.shutdown()  # run.log's handler lets go of the file
+    shutil.rmtree(run_dir)
+    for parent in run_dir.parents:
+        if parent == root or root not in parent.parents:
+            break
+        try:
+            parent.rmdir()  # only if empty
+        except OSError:
+            break
+    return True
 
 
 def preflight(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
