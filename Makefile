@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint reproduce-toy reproduce-toy-all report bench smoke-nyuv2 clean
+.PHONY: help install test lint reproduce-toy reproduce-toy-all reproduce-toy-sensitivity report bench smoke-nyuv2 clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ reproduce-toy-all: $(STAMP) ## Figure 2, toy grid search + GradNorm static (Fig.
 	$(PY) scripts/reproduce.py toy $(ARGS)
 	$(PY) scripts/reproduce.py toy_grid $(ARGS)
 	$(PY) scripts/reproduce.py toy_alpha $(ARGS)
+
+reproduce-toy-sensitivity: $(STAMP) ## which unstated choices decide Figure 2's claims (15 set-ups, ~45 min on 2 cores): results/toy_sensitivity/
+	$(PY) scripts/reproduce.py toy_sensitivity $(ARGS)
 
 report: $(STAMP) ## tables, figures, results/REPORT.md from existing runs (RUNS=dir: just aggregate that folder)
 	$(if $(RUNS),$(PY) scripts/report.py $(RUNS),$(PY) scripts/report.py --all)

@@ -103,6 +103,7 @@ class TrainerSettings:
     progress: bool
     resume: str | None
     ddp_backend: str | None = None
+    num_threads: int | None = None
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> TrainerSettings:
@@ -131,6 +132,7 @@ class TrainerSettings:
             progress=boolean(cfg.get("progress", True), "trainer.progress"),
             resume=None if resume in (None, "") else str(resume),
             ddp_backend=backend,
+            num_threads=None if cfg.get("num_threads") is None else positive_int(cfg.num_threads, "trainer.num_threads"),
         )
 
 

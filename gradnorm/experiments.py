@@ -14,6 +14,15 @@ A spec::
     sweeps:                         # run in order, each as one `python run.py -m ...`
       <sweep>:
         <key>: <value>              # a Hydra override; "a,b,c" sweeps; "{runs}" = this experiment's runs dir
+    base: {<key>: <value>}          # optional, with `settings`: the overrides every setting shares
+    settings:                       # optional: one sweep per named setting = base + the setting's overrides;
+      <setting>: {<key>: <value>}   #   its runs record `setting=<setting>` (a runs.csv column)
+    followup:                       # optional, with `settings`: after the sweeps, one more sweep per setting
+      claim: <claim id>             #   whose verdict on this claim (in `where`, e.g. "toy T=2") differs from
+      where: <setting of a verdict> #   the `reference` setting's: the setting's overrides + `sweep`, in the
+      reference: <setting>          #   sweep folder `<setting>__<name>`
+      name: <name>
+      sweep: {<key>: <value>}
     report:
       kind: figure2 | figure3 | figure4 | figure7 | table1    # gradnorm.report.build.REPORTS
       <parameters of that report>
@@ -36,9 +45,12 @@ from gradnorm.config import NOT_TRAINING_KEYS, key_in
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS_DIR = ROOT / "experiments"
 RUN_PY = ROOT / "run.py"
-#: override keys that never name a run directory: those that do not change training, and those that are
-#: long, contain "/" or are the same in a whole sweep
-NOT_IN_DIRNAME = (*NOT_TRAINING_KEYS, "sweep_group", "balancer.from_run", "hydra.sweep.subdir")
+#: override keys that never name a run directory of a sweep: long, containing "/", or the same in a whole
+#: sweep. Besides them, an extra argument stays out when it does not vary (e.g. trainer.max_steps=4) or does
+#: not change training (config.NOT_TRAINING_KEYS); the sweep's own keys name its directories.
+SWEEP_KEYS = ("sweep_group", "setting", "balancer.from_run", "hydra.sweep.subdir")
+#: separates a setting's name from its follow-up sweep's name (``<setting>__<name>``)
+FOLLOWUP_SEP = "__"
 
 
 class ExperimentError(ValueError):
@@ -56,6 +68,16 @@ class Experiment:
     report: dict = field(default_factory=dict)
     gpu: bool = False
     env: dict[str, str] = field(default_factory=dict)
+    #: setting name -> its own overrides (experiments with ``settings``; each is also a sweep)
+    settings: dict[str, dict[str, str]] = field(default_factory=dict)
+    base: dict[str, str] = field(default_factory=dict)
+    followup: dict = field(default_factory=dict)
+
+    def add_followup(self, setting: str) -> str:
+        """Add the follow-up sweep of ``setting`` (see ``followup`` in the spec); return its name."""
+        name = f"{setting}{FOLLOWUP_SEP}{self.followup['name']}"
+        self.sweeps[name] = {**self.base, **self.followup["sweep"], **self.settings[setting], "++setting": setting}
+        return name
 
 
 def available(directory: Path = EXPERIMENTS_DIR) -> list[str]:
@@ -72,11 +94,42 @@ def load_experiment(name: str, directory: Path = EXPERIMENTS_DIR) -> Experiment:
     report = dict(spec.get("report") or {})
     if "kind" not in report:
         raise ExperimentError(f"{path}: report.kind is missing")
-    return Experiment(name=name, description=str(spec.get("description", "")), paper=str(spec.get("paper", "")),
-                      results=ROOT / spec.get("results", f"results/{name}"),
-                      runs=ROOT / spec.get("runs", f"runs/{name}"), sweeps=sweeps, report=report,
-                      gpu=bool(spec.get("gpu", False)),
-                      env={str(k): str(v) for k, v in (spec.get("env") or {}).items()})
+    base = _overrides(spec.get("base"))
+    settings = {str(k): _overrides(v) for k, v in (spec.get("settings") or {}).items()}
+    for setting, overrides in settings.items():
+        if setting in sweeps or FOLLOWUP_SEP in setting:
+            raise ExperimentError(f"{path}: setting {setting!r} clashes with a sweep name or contains {FOLLOWUP_SEP!r}")
+        sweeps[setting] = {**base, **overrides, "++setting": setting}
+    followup = dict(spec.get("followup") or {})
+    if followup:
+        missing = [k for k in ("claim", "where", "reference", "name", "sweep") if k not in followup]
+        if missing or followup.get("reference") not in settings:
+            raise ExperimentError(f"{path}: followup needs claim, where, name, sweep and a reference setting; "
+                                  f"missing {missing or ['reference']}")
+        followup["sweep"] = _overrides(followup["sweep"])
+    experiment = Experiment(name=name, description=str(spec.get("description", "")),
+                            paper=str(spec.get("paper", "")), results=ROOT / spec.get("results", f"results/{name}"),
+                            runs=ROOT / spec.get("runs", f"runs/{name}"), sweeps=sweeps, report=report,
+                            gpu=bool(spec.get("gpu", False)),
+                            env={str(k): str(v) for k, v in (spec.get("env") or {}).items()},
+                            settings=settings, base=base, followup=followup)
+    return experiment
+
+
+def _overrides(node) -> dict[str, str]:
+    return {str(key): _as_override_value(v) for key, v in (node or {}).items()}
+
+
+def add_existing_followups(experiment: Experiment, runs_dir: Path) -> list[str]:
+    """Register the follow-up sweeps already on disk under ``runs_dir`` (for reports on finished runs)."""
+    names = []
+    if not experiment.followup or not runs_dir.is_dir():
+        return names
+    for folder in sorted(runs_dir.iterdir()):
+        setting, sep, rest = folder.name.partition(FOLLOWUP_SEP)
+        if sep and rest == experiment.followup["name"] and setting in experiment.settings:
+            names.append(experiment.add_followup(setting))
+    return names
 
 
 def merged_overrides(experiment: Experiment, sweep: str, extras: list[str]) -> dict[str, str]:
@@ -105,8 +158,10 @@ def sweep_command(experiment: Experiment, sweep: str, runs_dir: Path, extras: li
     """``python run.py -m <overrides> hydra.sweep.dir=<runs>/<sweep> ...`` for one sweep."""
     overrides = merged_overrides(experiment, sweep, extras)
     # Job directories are named by the keys that vary; fixed extras (e.g. trainer.max_steps=4) stay out.
+    own = experiment.settings.get(sweep.partition(FOLLOWUP_SEP)[0], {})  # a setting's own keys: in the sweep's name
     excluded = [k.lstrip("+~") for k, v in overrides.items()
-                if key_in(k.lstrip("+~"), NOT_IN_DIRNAME) or (k not in experiment.sweeps[sweep] and count_values(v) == 1)]
+                if k.lstrip("+~") in SWEEP_KEYS or k in own
+                or (k not in experiment.sweeps[sweep] and (count_values(v) == 1 or key_in(k.lstrip("+~"), NOT_TRAINING_KEYS)))]
     args = [f"{k}={v.replace('{runs}', str(runs_dir))}" for k, v in overrides.items()]
     hydra_args = [f"hydra.sweep.dir={runs_dir / sweep}",
                   f"hydra.job.config.override_dirname.exclude_keys=[{','.join(['sweep_group'] + excluded)}]",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from pathlib import Path
 
@@ -57,6 +58,11 @@ class WandbLogger(Logger):
         self.run = wandb.init(config=config, dir=str(directory), reinit="finish_previous", id=run_id,
                               resume="allow" if resuming else None, settings=wandb.Settings(console="off"),
                               **kwargs)
+        if kwargs["mode"] == "offline" and resumable:  # say once where the run went and how to upload it
+            where = getattr(self.run, "dir", None)
+            folder = Path(where).parent if where else directory / "wandb"
+            print(f"wandb: offline run in {folder}; upload with `wandb sync {folder}` (logger=none turns W&B off)",
+                  file=sys.stderr, flush=True)
 
     def log(self, scalars, step):
         if self.run is not None:

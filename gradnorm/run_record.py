@@ -33,12 +33,13 @@ def history_frame(history: list[dict]) -> pd.DataFrame:
 
 def summarize(status: str, error: str | None, task_names: list[str], weights: list[float], history: list[dict],
               steps: int, max_steps: int, wall_time_s: float, config: dict, num_parameters: int,
-              log_prefix: str | None = None) -> dict:
+              log_prefix: str | None = None, task_setup: dict | None = None) -> dict:
     """``summary.json`` of a run from its history.
 
     ``mean_weights`` is the time average of the weights used at the training steps (GradNorm
     static's E_t[w_i(t)]); ``metrics`` the last evaluation's values, less the per-step columns and
-    the balancer's own scalars (those under ``log_prefix``, e.g. ``"gradnorm/"``).
+    the balancer's own scalars (those under ``log_prefix``, e.g. ``"gradnorm/"``); ``task_setup`` the
+    data set's realised set-up of the tasks (e.g. the toy's σ_i, which reports read).
     """
     train_rows = [r for r in history if r["step"] < max_steps and f"weight/{task_names[0]}" in r]
     mean_weights = [
@@ -59,6 +60,7 @@ def summarize(status: str, error: str | None, task_names: list[str], weights: li
         "steps": steps,
         "wall_time_s": round(wall_time_s, 3),
         "num_parameters": num_parameters,
+        "task_setup": task_setup or {},
         "config": config,
     }
     if error:

@@ -278,6 +278,8 @@ def train(cfg: DictConfig, run_dir: str | Path, *, progress_bar: bool | None = N
         checkpoint = load_checkpoint(run_dir / CHECKPOINT)
     if checkpoint is not None:
         check_resume_config(checkpoint, cfg, world)
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
     seed_everything(cfg.seed)
 
     # -- what to train -------------------------------------------------------------------------
@@ -352,7 +354,8 @@ def train(cfg: DictConfig, run_dir: str | Path, *, progress_bar: bool | None = N
     def finish(status: str, error: str | None = None) -> dict:
         summary = run_record.summarize(
             status, error, task_names, balancer.weights.tolist(), history, step, settings.max_steps,
-            elapsed_before + time.perf_counter() - start, resolved, net.num_parameters(), balancer.log_prefix)
+            elapsed_before + time.perf_counter() - start, resolved, net.num_parameters(), balancer.log_prefix,
+            task_setup=data.task_setup())
         if main_process:
             run_record.write_history(run_dir, history)
             run_record.write_summary(run_dir, summary)

@@ -5,6 +5,7 @@
     scripts/reproduce.py table1 hydra/launcher=submitit_slurm   # NYUv2 sweeps on a cluster
     scripts/reproduce.py toy --report-only                 # tables and figures from existing runs
     scripts/reproduce.py toy_grid --sweeps static          # rerun one sweep (here: after its GradNorm runs)
+    scripts/reproduce.py toy_sensitivity --sweeps followup # only the follow-up sweeps of a finished study
     scripts/reproduce.py --list
 
 Each sweep is one ``python run.py -m ...`` (so a Hydra launcher plugin can take it elsewhere); its
@@ -15,6 +16,7 @@ results folder, and ``REPORT.md`` next to that folder is regenerated. docs/exper
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import subprocess
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gradnorm.experiments import (  # noqa: E402
     ROOT,
     ExperimentError,
+    add_existing_followups,
     available,
     clear_sweep_dir,
     expected_runs,
@@ -37,6 +40,8 @@ from gradnorm.experiments import (  # noqa: E402
     sweep_command,
 )
 from gradnorm.report.build import build_report  # noqa: E402
+from gradnorm.report.runs import load_runs  # noqa: E402
+from gradnorm.report.sensitivity import differing_settings  # noqa: E402
 from gradnorm.report.wandb_report import log_report  # noqa: E402
 
 EXIT_CONFIG = 2
@@ -65,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         runs_dir = (args.runs_dir or experiment.runs).resolve()
         out_dir = (args.out or experiment.results).resolve()
         if not args.report_only:
-            code = run_sweeps(experiment, runs_dir, args.overrides, args.dry_run, _chosen(experiment, args.sweeps))
+            chosen = _chosen(experiment, args.sweeps)
+            code = run_sweeps(experiment, runs_dir, args.overrides, args.dry_run, chosen)
+            if not code and experiment.followup and not args.dry_run and (not args.sweeps or "followup" in args.sweeps):
+                code = run_sweeps(experiment, runs_dir, args.overrides, False, followups(experiment, runs_dir))
             if code:
                 return code
         if args.dry_run:
@@ -77,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     for path in files:
         print(f"    wrote {_short(path)}")
+    for path in files:  # the new numbers against the ones they replaced (docs/experiments.md)
+        if path.name.endswith("comparison.md"):
+            print("\n" + path.read_text())
     log_report(experiment.name, files, args.overrides)
     return 0
 
@@ -101,6 +112,7 @@ def run_sweeps(experiment, runs_dir: Path, extras: list[str], dry_run: bool, swe
         code = run_with_bar(command, {**experiment.env, **os.environ}, runs_dir / sweep, count, sweep)
         print(f"==> [{experiment.name}] sweep {sweep!r} finished in {time.perf_counter() - start:.0f} s "
               f"(exit {code})", flush=True)
+        _record_time(runs_dir, sweep, time.perf_counter() - start)
         if code == EXIT_CONFIG:
             print(f"error: sweep {sweep!r} was refused (configuration error above)", file=sys.stderr)
             return EXIT_CONFIG
@@ -134,10 +146,33 @@ def _finished(sweep_dir: Path) -> int:
     return sum(1 for _ in sweep_dir.glob("*/summary.json"))
 
 
+def followups(experiment, runs_dir: Path) -> list[str]:
+    """The follow-up sweeps (``followup`` in the spec): the reference setting's, and those of the settings
+    whose verdict on the spec's claim differs from the reference's in the finished runs."""
+    spec = experiment.followup
+    add_existing_followups(experiment, runs_dir)  # not re-run below: their folders are replaced, as any sweep's
+    differing = differing_settings(load_runs(runs_dir), spec["reference"], spec["claim"], spec["where"])
+    print(f"==> [{experiment.name}] follow-up {spec['name']!r} for {spec['reference']!r} and the settings whose "
+          f"{spec['claim']} verdict ({spec['where']}) differs: {', '.join(differing) or 'none'}", flush=True)
+    return [experiment.add_followup(s) for s in [spec["reference"], *differing]]
+
+
+def _record_time(runs_dir: Path, sweep: str, seconds: float) -> None:
+    """``<runs>/sweep_times.json``: sweep -> wall seconds of its last run (reports quote the total)."""
+    path = runs_dir / "sweep_times.json"
+    try:
+        times = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        times = {}
+    times[sweep] = round(seconds, 1)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(times, indent=1) + "\n")
+
+
 def _chosen(experiment, names: str | None) -> list[str]:
     if not names:
         return list(experiment.sweeps)
-    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    wanted = [n.strip() for n in names.split(",") if n.strip() and n.strip() != "followup"]
     unknown = [n for n in wanted if n not in experiment.sweeps]
     if unknown:
         raise ExperimentError(f"unknown sweep {unknown[0]!r} of {experiment.name}; choose from: "

@@ -301,6 +301,8 @@ def _captured_figures(monkeypatch, *modules):
 
 
 def _write_t10_run(path, seed, sigma_seed=0):
+    from gradnorm.data.toy import draw_sigmas
+
     """A GradNorm run on the T=10 toy (σ drawn with sigma_seed) whose weight i settles at 0.2 + 0.2 i."""
     steps = np.arange(STEPS + 1)
     names = [f"task_{i}" for i in range(10)]
@@ -316,7 +318,8 @@ def _write_t10_run(path, seed, sigma_seed=0):
     (path / "summary.json").write_text(json.dumps({
         "status": "completed", "task_names": names, "weights": frame.iloc[-1, 1:11].tolist(),
         "mean_weights": frame.iloc[:-1, 1:11].mean().tolist(), "metrics": {"task_normalized_loss": 5.0},
-        "steps": STEPS, "wall_time_s": 1.0, "config": config}))
+        "steps": STEPS, "wall_time_s": 1.0, "config": config,
+        "task_setup": {"sigmas": draw_sigmas(10, 50.0, sigma_seed, 1.0)}}))
 
 
 def test_log_ticks_are_plain_numbers():

@@ -6,6 +6,7 @@ pure function of (seed, step), so a resumed run sees the batches an uninterrupte
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
@@ -60,6 +61,10 @@ class MultiTaskData(ABC):
         measured = {k: v for k, v in self.single_task_baselines.items() if k in directions and k in metrics}
         return {"delta_m": delta_m(metrics, measured, directions)} if measured else {}
 
+    def task_setup(self) -> dict:
+        """The realised set-up of the tasks (e.g. the toy's σ_i), recorded in ``summary.json``."""
+        return {}
+
     @abstractmethod
     def model_kwargs(self) -> dict:
         """Arguments that size the model's input (e.g. ``in_features`` or ``in_channels``)."""
@@ -74,6 +79,7 @@ class MultiTaskData(ABC):
         """One pass over this process's share of the test set."""
 
 
+@functools.lru_cache(maxsize=4)  # drawn once per epoch, not at every step (read-only: callers only slice it)
 def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
     """The order of the ``n`` training samples in ``epoch``, a pure function of (seed, epoch)."""
     generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))

@@ -9,7 +9,10 @@ Choices where the paper is silent (docs/toy.md lists them with the reasons):
 * x is drawn uniformly in [−1, 1]^250 and rescaled to L2 norm ``input_norm`` (0.1: the entries of
   (B + ε_i) x then have a standard deviation of about 1, so tanh is neither linear nor saturated);
   the network receives x standardised to unit RMS per coordinate (``standardize_inputs``);
-* the train and test sets are fixed samples of ``num_train`` and ``num_test`` points;
+* 10 and 3.5 may be read as variances instead (``spread_as="variance"``: the entries' standard
+  deviations are then √10 and √3.5);
+* the train and test sets are fixed samples of ``num_train`` and ``num_test`` points, or
+  (``fresh_samples``) every training batch is a new sample, a pure function of (seed, step);
 * for T=10 and no ``sigmas`` given, σ_i = |N(0, sigma_std²)| drawn with ``sigma_seed``, floored at
   ``sigma_min``.
 """
@@ -56,6 +59,8 @@ class ToyRegression(InMemoryData):
         sigma_seed: int = 0,
         sigma_min: float = 1.0,
         standardize_inputs: bool = True,
+        spread_as: str = "std",
+        fresh_samples: bool = False,
     ):
         if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
             raise ValueError(f"dataset.num_tasks must be a positive integer, got {num_tasks!r}")
@@ -75,22 +80,34 @@ class ToyRegression(InMemoryData):
                             ("output_dim", output_dim)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"dataset.{name} must be a positive integer, got {value!r}")
+        if spread_as not in ("std", "variance"):
+            raise ValueError(f"dataset.spread_as must be one of std, variance; got {spread_as!r}")
+        if not isinstance(fresh_samples, bool):
+            raise ValueError(f"dataset.fresh_samples must be true or false, got {fresh_samples!r}")
+        b_std = as_float(b_std, "dataset.b_std", minimum=0)
+        eps_std = as_float(eps_std, "dataset.eps_std", minimum=0)
+        if spread_as == "variance":  # N(0, 10) read as a variance: standard deviation √10
+            b_std, eps_std = b_std**0.5, eps_std**0.5
         self.sigmas = sigmas
         self.input_dim = input_dim
+        self.b_std, self.eps_std = b_std, eps_std
+        self.fresh_samples = fresh_samples
         self.tasks = [Regression(f"task_{i}", output_dim) for i in range(num_tasks)]
 
         g = torch.Generator().manual_seed(int(seed))
-        self.B = torch.randn(output_dim, input_dim, generator=g) * as_float(b_std, "dataset.b_std", minimum=0)
-        self.epsilons = torch.randn(num_tasks, output_dim, input_dim, generator=g) * as_float(
-            eps_std, "dataset.eps_std", minimum=0)
+        self.B = torch.randn(output_dim, input_dim, generator=g) * b_std
+        self.epsilons = torch.randn(num_tasks, output_dim, input_dim, generator=g) * eps_std
         norm = as_float(input_norm, "dataset.input_norm", minimum=0, strict=True)
+        self.input_norm = norm
+        # what the network sees: x with unit RMS per coordinate (standardised), or x itself; f_i sees x
+        self.input_scale = input_dim**0.5 / norm if standardize_inputs else 1.0
         self.train_inputs = _sample_inputs(num_train, input_dim, norm, g)
         self.test_inputs = _sample_inputs(num_test, input_dim, norm, g)
         self.train_targets = self.targets(self.train_inputs)
         self.test_targets = self.targets(self.test_inputs)
-        if standardize_inputs:  # the network sees x with unit RMS per coordinate; f_i sees x itself
-            self.train_inputs = self.train_inputs * (input_dim**0.5 / norm)
-            self.test_inputs = self.test_inputs * (input_dim**0.5 / norm)
+        if standardize_inputs:
+            self.train_inputs = self.train_inputs * self.input_scale
+            self.test_inputs = self.test_inputs * self.input_scale
 
     def targets(self, x: Tensor) -> dict[str, Tensor]:
         """f_i(x) for every task i."""
@@ -101,6 +118,25 @@ class ToyRegression(InMemoryData):
 
     def model_kwargs(self) -> dict:
         return {"in_features": self.input_dim}
+
+    def task_setup(self) -> dict:
+        """The realised problem: σ_i (also when drawn), the entries' standard deviations actually used,
+        the training-set size (None: a fresh sample for every batch)."""
+        return {"sigmas": list(self.sigmas), "b_std": self.b_std, "eps_std": self.eps_std,
+                "num_train": None if self.fresh_samples else len(self.train_inputs)}
+
+    def train_batches(self, batch_size, seed, start_step=0, rank=0, world_size=1):
+        if not self.fresh_samples:
+            yield from super().train_batches(batch_size, seed, start_step, rank, world_size)
+            return
+        step = start_step
+        while True:  # a new global batch at every step, a pure function of (seed, step); rank r takes its slice
+            g = torch.Generator().manual_seed(((int(seed) + 1) << 32) + int(step))  # never a data-set seed
+            x = _sample_inputs(batch_size * world_size, self.input_dim, self.input_norm, g)
+            x = x[rank * batch_size:(rank + 1) * batch_size]
+            targets = self.targets(x)
+            yield x * self.input_scale, {t.name: targets[t.name] for t in self.tasks}
+            step += 1
 
 
 def _sample_inputs(n: int, dim: int, norm: float, generator: torch.Generator) -> Tensor:

@@ -2,5 +2,6 @@
 
 ``summary.json`` and ``history.csv`` of each run (read by ``gradnorm.run_record``) are the only input
 (docs/architecture.md). One module per paper figure or table (``figure2``, ``figure3``, ``figure4``,
-``figure5``, ``figure7``, ``table1``); ``build`` runs the report an experiment names.
+``figure5``, ``figure7``, ``table1``), and ``sensitivity`` (the toy's unstated choices); ``build`` runs
+the report an experiment names; ``reference`` compares a report with the one it replaces.
 """

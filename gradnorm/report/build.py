@@ -8,12 +8,21 @@ verdicts on the paper's claims).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from gradnorm import io
-from gradnorm.experiments import Experiment, ExperimentError, available, expected_runs, load_experiment
-from gradnorm.report import figure2, figure3, figure4, figure7, table1
+from gradnorm.experiments import (
+    Experiment,
+    ExperimentError,
+    add_existing_followups,
+    available,
+    expected_runs,
+    load_experiment,
+)
+from gradnorm.report import figure2, figure3, figure4, figure7, sensitivity, table1
 from gradnorm.report.claims import claims_markdown, paper_report, read_claims, read_context, write_claims
+from gradnorm.report.reference import Reference, write_comparison
 from gradnorm.report.runs import load_runs, runs_frame
 from gradnorm.report.tables import not_completed_section
 
@@ -23,6 +32,7 @@ REPORTS = {
     "figure4": figure4.report,
     "figure7": figure7.report,
     "table1": table1.report,
+    "sensitivity": sensitivity.report,
 }
 
 
@@ -32,22 +42,34 @@ def build_report(experiment: Experiment, runs_dir: Path, out_dir: Path, extras: 
     if kind not in REPORTS:
         raise ExperimentError(f"experiment {experiment.name}: unknown report kind {kind!r}; "
                               f"choose one of: {', '.join(sorted(REPORTS))}")
+    add_existing_followups(experiment, runs_dir)
     runs = load_runs(runs_dir)
     if not runs:
         raise ExperimentError(f"no run directories under {runs_dir}: run `scripts/reproduce.py {experiment.name}` "
                               "first (or pass --runs-dir)")
     frame = runs_frame(runs, runs_dir)
     params = {k: v for k, v in experiment.report.items() if k != "kind"}
+    if experiment.settings:  # a study of named settings: its report gets them and the sweeps' wall times
+        params.update(settings=experiment.settings, timing=_sweep_times(runs_dir))
     prefix = params.get("prefix", "")
     out_dir.mkdir(parents=True, exist_ok=True)
+    before = Reference.read(out_dir / f"{prefix}runs.csv", out_dir / f"claims_{experiment.name}.json")
     files = [io.save_csv(out_dir / f"{prefix}runs.csv", frame)]
     footer = not_completed_section(frame, expected_runs(experiment, extras or [], runs_dir))
     made, verdicts = REPORTS[kind](runs, out_dir, footer=footer, **params)
     files += made
     files.append(write_claims(out_dir, experiment.name, verdicts, _context(frame, runs_dir)))
+    files.append(write_comparison(before, out_dir, prefix, experiment.name))
     files.append(write_results_readme(out_dir))
     files.append(write_paper_report(out_dir.parent))
     return files
+
+
+def _sweep_times(runs_dir: Path) -> dict[str, float]:
+    try:
+        return {str(k): float(v) for k, v in json.loads((runs_dir / "sweep_times.json").read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 def write_results_readme(out_dir: Path) -> Path:

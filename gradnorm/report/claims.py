@@ -41,6 +41,8 @@ class ClaimResult:
     evidence: str
     check: str
     shown_in: str = ""
+    #: the key number behind the verdict (e.g. ρ, a drift, a % gain), for compact maps; None if none
+    value: float | None = None
 
 
 def graded(passed: int, total: int) -> str:
@@ -133,4 +135,6 @@ def paper_report(root: str | Path, gpu_experiments: set[str], commands: dict[str
     if checks:
         text += "\nHow each verdict is computed:\n\n" + "\n".join(
             f"- `{cid}`: {check}" for cid, check in checks.items()) + "\n"
+    for decides in sorted(Path(root).glob("*/decides.md")):  # written by sensitivity studies
+        text += (f"\n## What decides each claim ({decides.parent.name})\n\n" + decides.read_text())
     return text

@@ -42,15 +42,16 @@ EARLY_FRACTION = 0.1             # "at first" = at 10% of the steps
 DETERIORATION = 0.05             # final ≥ 5% above the minimum = "deteriorates"
 
 
-def toy_sigmas(config: dict) -> list[float]:
-    """The σ_i of a toy run: given in the config, or drawn as the data set draws them."""
-    from gradnorm.data.toy import draw_sigmas
-
-    dataset = config.get("dataset", {})
-    if dataset.get("sigmas") is not None:
-        return [float(s) for s in dataset["sigmas"]]
-    return draw_sigmas(int(dataset["num_tasks"]), float(dataset.get("sigma_std", 50.0)),
-                       int(dataset.get("sigma_seed", 0)), float(dataset.get("sigma_min", 1.0)))
+def toy_sigmas(run: Run) -> list[float]:
+    """The σ_i a toy run used, as its ``summary.json`` records them (``task_setup``), or as its config
+    gives them; runs whose σ_i were drawn and not recorded (older runs) are an error."""
+    recorded = ((run.summary or {}).get("task_setup") or {}).get("sigmas")
+    if recorded is not None:
+        return [float(s) for s in recorded]
+    given = run.config.get("dataset", {}).get("sigmas")
+    if given is not None:
+        return [float(s) for s in given]
+    raise ValueError(f"{run.path}: summary.json does not record the σ_i (task_setup.sigmas); re-run it")
 
 
 def group_by_t(runs: list[Run]) -> dict[int, dict[str, list[Run]]]:
@@ -81,7 +82,7 @@ def figure(groups: dict[int, dict[str, list[Run]]], base: Path) -> list[Path]:
     fig, axes = new_figure(max(len(groups), 1), 3, width=4.0, height=3.0)
     for row, (T, by_method) in enumerate(groups.items()):
         any_run = next(r for rs in by_method.values() for r in rs)
-        sigmas = toy_sigmas(any_run.config)
+        sigmas = toy_sigmas(any_run)
         names = any_run.task_names
         colors = task_colors(sigmas)
         ax_sigma, ax_w, ax_loss = axes[row]
@@ -135,7 +136,7 @@ def table_markdown(groups: dict[int, dict[str, list[Run]]]) -> str:
             "shows curves, not numbers.\n\n" + markdown(header, rows))
     for T in Ts:
         any_run = next(r for rs in groups[T].values() for r in rs)
-        sigmas, names = toy_sigmas(any_run.config), any_run.task_names
+        sigmas, names = toy_sigmas(any_run), any_run.task_names
         if T > 4:
             continue
         header = ["Method"] + [f"{n} (σ={s:.3g})" for n, s in zip(names, sigmas)]
@@ -157,7 +158,7 @@ def table_markdown(groups: dict[int, dict[str, list[Run]]]) -> str:
 def check_claims(T: int, by_method: dict[str, list[Run]], shown_in: str) -> list[C.ClaimResult]:
     setting = f"toy T={T}"
     any_run = next(r for rs in by_method.values() for r in rs)
-    sigmas = np.array(toy_sigmas(any_run.config))
+    sigmas = np.array(toy_sigmas(any_run))
     out = []
     equal, uncertainty, gradnorm = (by_method.get(m, []) for m in COMPARED)
 
@@ -173,7 +174,8 @@ def check_claims(T: int, by_method: dict[str, list[Run]], shown_in: str) -> list
         small, large = int(np.argmin(sigmas)), int(np.argmax(sigmas))
         out.append(C.ClaimResult("fig2.equal_swamped", setting, _by_rho(rho), (
             f"ρ={fmt(rho, 2)}; q(σ={sigmas[small]:.3g})={fmt(q[small])}, q(σ={sigmas[large]:.3g})={fmt(q[large])}; "
-            f"the largest-σ task is {100 * share:.2f}% of the initial test loss (n={len(equal)})"), check, shown_in))
+            f"the largest-σ task is {100 * share:.2f}% of the initial test loss (n={len(equal)})"), check, shown_in,
+            value=rho))
     else:
         out.append(_no_data("fig2.equal_swamped", setting, check, "equal"))
 
@@ -186,7 +188,7 @@ def check_claims(T: int, by_method: dict[str, list[Run]], shown_in: str) -> list
         small, large = int(np.argmin(sigmas)), int(np.argmax(sigmas))
         out.append(C.ClaimResult("fig2.weights_favour_small_sigma", setting, _by_rho(rho), (
             f"ρ={fmt(rho, 2)}; E_t[w] for σ={sigmas[small]:.3g}: {fmt(w[small])}, for σ={sigmas[large]:.3g}: "
-            f"{fmt(w[large])} (n={len(gradnorm)})"), check, shown_in))
+            f"{fmt(w[large])} (n={len(gradnorm)})"), check, shown_in, value=rho))
     else:
         out.append(_no_data("fig2.weights_favour_small_sigma", setting, check, "gradnorm"))
 
@@ -203,9 +205,10 @@ def check_claims(T: int, by_method: dict[str, list[Run]], shown_in: str) -> list
         extra = (f"; uncertainty for comparison: drift {fmt(np.max(unc[:, 0]), 2)}, jitter "
                  f"{fmt(np.max(unc[:, 1]), 2)}" if unc is not None and len(unc) else "")
         out.append(C.ClaimResult("fig2.weights_stable", setting, C.graded(int(converged) + int(stable), 2), (
-            f"largest drift {fmt(np.max(stats[:, 0]), 2)} ({'≤' if converged else '>'} {CONVERGED_DRIFT}), "
-            f"largest jitter {fmt(np.max(stats[:, 1]), 2)} ({'≤' if stable else '>'} {STABLE_JITTER}) over "
-            f"{len(gradnorm)} seeds{extra}"), check, shown_in))
+            f"largest drift {fmt(np.max(stats[:, 0]), 2)} ({'≤' if converged else '>'} {CONVERGED_DRIFT}; "
+            f"per seed {_spread(stats[:, 0])}), largest jitter {fmt(np.max(stats[:, 1]), 2)} "
+            f"({'≤' if stable else '>'} {STABLE_JITTER}; per seed {_spread(stats[:, 1])}) over "
+            f"{len(gradnorm)} seeds{extra}"), check, shown_in, value=float(np.max(stats[:, 0]))))
     else:
         out.append(_no_data("fig2.weights_stable", setting, check, "gradnorm"))
 
@@ -218,8 +221,9 @@ def check_claims(T: int, by_method: dict[str, list[Run]], shown_in: str) -> list
         others = [m for m in ("equal", "uncertainty") if finals[m][2]]
         beaten = [m for m in others if finals["gradnorm"][0] < finals[m][0]]
         evidence = "; ".join(f"{method_label(m)} {fmt_mean_std(*finals[m])}" for m in COMPARED if finals[m][2])
+        best_other = min(finals[m][0] for m in others)
         out.append(C.ClaimResult("fig2.lowest_test_loss", setting, C.graded(len(beaten), len(others)), evidence,
-                                 check, shown_in))
+                                 check, shown_in, value=100 * (best_other - finals["gradnorm"][0]) / best_other))
     else:
         out.append(_no_data("fig2.lowest_test_loss", setting, check, "gradnorm and a baseline"))
 
@@ -242,10 +246,16 @@ def check_claims(T: int, by_method: dict[str, list[Run]], shown_in: str) -> list
                     + f"; uncertainty minimum {fmt(minimum)} at step {t_min}, final {fmt(final)} "
                     f"({100 * (final / minimum - 1):+.1f}%); its Σw/T at the end: {fmt(growth)}")
         out.append(C.ClaimResult("fig2.uncertainty_deteriorates", setting, C.graded(int(fast) + int(worse), 2),
-                                 evidence, check, shown_in))
+                                 evidence, check, shown_in, value=100 * (final / minimum - 1)))
     else:
         out.append(_no_data("fig2.uncertainty_deteriorates", setting, check, "uncertainty"))
     return out
+
+
+def _spread(values) -> str:
+    """Per-seed values as "min–max" (one value: itself), so a verdict near a threshold shows it."""
+    values = np.asarray(values, dtype=float)
+    return fmt(values[0], 2) if len(values) == 1 else f"{fmt(np.min(values), 2)}–{fmt(np.max(values), 2)}"
 
 
 def _by_rho(rho: float) -> str:

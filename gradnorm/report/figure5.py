@@ -90,7 +90,7 @@ def spread_claim(by_alpha: dict, setting: str, prefix: str) -> C.ClaimResult:
 
 def run_sigmas(run) -> list[float] | None:
     """The toy's σ_i of a run (None for other data sets)."""
-    return toy_sigmas(run.config) if run.config.get("dataset", {}).get("num_tasks") else None
+    return toy_sigmas(run) if run.config.get("dataset", {}).get("num_tasks") else None
 
 
 def _task_colors(run, sigmas: bool) -> list:

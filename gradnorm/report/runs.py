@@ -8,6 +8,7 @@ with status ``"missing"`` so that reports list it instead of dropping it.
 from __future__ import annotations
 
 import math
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,17 @@ class Run:
             return [str(t) for t in tasks]
         num = _get(self.config, "dataset.num_tasks")
         return [f"task_{i}" for i in range(num)] if isinstance(num, int) else []
+
+    @property
+    def overrides(self) -> str:
+        """The command-line overrides Hydra recorded for this run (``.hydra/overrides.yaml``), shell-quoted:
+        ``python run.py <overrides>`` re-creates it. Empty when not recorded. A resumed run's
+        ``trainer.resume`` is left out: the recipe is that of a fresh run."""
+        try:
+            recorded = OmegaConf.load(self.path / ".hydra" / "overrides.yaml")
+        except Exception:  # noqa: BLE001 - absent or broken: nothing to re-run from
+            return ""
+        return shlex.join(str(o) for o in recorded if str(o).partition("=")[0].lstrip("+~") != "trainer.resume")
 
     @property
     def history(self) -> pd.DataFrame | None:
@@ -94,7 +106,9 @@ def runs_frame(runs: list[Run], root: str | Path | None = None) -> pd.DataFrame:
     Columns: ``run_dir`` (relative to ``root``), ``status``, ``error``, ``experiment``, ``dataset``,
     ``model``, ``balancer``, ``method`` (balancer name, or ``single_task``), ``label`` (as shown in
     tables), ``alpha`` (GradNorm only), ``seed``, ``num_tasks``, ``tasks``, ``grid_index``,
-    ``from_run``, ``sweep``, ``max_steps``, ``steps``, ``wall_time_s``, then every final metric under
+    ``from_run``, ``sweep``, ``setting`` (the named set-up of a sensitivity study, else empty),
+    ``max_steps``, ``steps``, ``wall_time_s``, ``overrides`` (re-run with ``python run.py <overrides>``),
+    then every final metric under
     its own name (``task_normalized_loss``, ``test_loss/<task>``, ``seg/miou``...), ``weight/<task>``
     (final) and ``mean_weight/<task>`` (time average).
     """
@@ -110,8 +124,8 @@ def runs_frame(runs: list[Run], root: str | Path | None = None) -> pd.DataFrame:
 
 
 _BASE_COLUMNS = ["run_dir", "status", "error", "experiment", "dataset", "model", "balancer", "method", "label",
-                 "alpha", "seed", "num_tasks", "tasks", "grid_index", "from_run", "sweep", "max_steps", "steps",
-                 "wall_time_s"]
+                 "alpha", "seed", "num_tasks", "tasks", "grid_index", "from_run", "sweep", "setting", "max_steps",
+                 "steps", "wall_time_s", "overrides"]
 
 
 def balancer_name(config: dict, choices: dict) -> str:
@@ -155,9 +169,11 @@ def _row(run: Run, root) -> dict:
         "grid_index": _get(config, "balancer.index") if balancer == "grid" else None,
         "from_run": _get(config, "balancer.from_run"),
         "sweep": config.get("sweep_group"),
+        "setting": config.get("setting"),
         "max_steps": _get(config, "trainer.max_steps"),
         "steps": summary.get("steps"),
         "wall_time_s": summary.get("wall_time_s"),
+        "overrides": run.overrides,
     }
     for key, value in (summary.get("metrics") or {}).items():
         row[key] = _float(value)
