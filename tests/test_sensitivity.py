@@ -67,6 +67,16 @@ def test_claims_map_cells_and_differing_settings(study):
     assert sensitivity.paired_gains(groups["better"], 2) == pytest.approx([50.0, 100 * 0.5 / 1.01])
 
 
+def test_deciding_changes_are_those_only_the_positive_settings_make():
+    settings = {"default": {}, "lr": {"lr": "1e-4"}, "lr_n": {"lr": "1e-4", "n": "500"}, "n": {"n": "500"},
+                "raw": {"raw": "true"}}
+    assert sensitivity.deciding_changes(settings, ["lr", "lr_n", "raw"], ["default", "n"]) == ["lr=1e-4", "raw=true"]
+    sentence = sensitivity.deciding_sentence(settings, ["lr", "lr_n", "raw"], ["default", "n"])
+    assert "exactly in the settings that change one of `lr=1e-4`, `raw=true`" in sentence
+    # a positive setting explained by none of the deciding changes: no such sentence
+    assert sensitivity.deciding_sentence(settings, ["lr", "n"], ["default", "lr_n"]) == ""
+
+
 def test_a_verdict_the_seeds_do_not_share_is_marked():
     result = C.ClaimResult("fig2.weights_stable", "toy T=2", C.PARTLY, "", "", value=0.12)
     cell = sensitivity.Cell(result, [C.REPRODUCED, C.PARTLY, C.PARTLY])

@@ -323,7 +323,8 @@ def decides_markdown(groups: dict, cells: dict, grids: dict, reference: str, tim
     for T in sorted({T for by_t in cells.values() for T in by_t}):
         positive = [s for s in cells if np.mean(paired_gains(groups[s], T) or [math.nan]) > 0]
         lines.append(f"- **GradNorm's T={T} gain over equal weights** is positive in {len(positive)} of {n} settings"
-                     + (f" ({', '.join(f'`{s}`' for s in positive)})" if positive and len(positive) < n else "") + ".")
+                     + (f" ({', '.join(f'`{s}`' for s in positive)})" if positive and len(positive) < n else "") + "."
+                     + deciding_sentence(settings or {}, positive, [s for s in cells if s not in positive]))
     for T in sorted({T for by_t in cells.values() for T in by_t}):
         for cid in FIGURE2_CLAIMS:
             ref = cells.get(reference, {}).get(T, {}).get(cid)
@@ -363,6 +364,25 @@ def decides_markdown(groups: dict, cells: dict, grids: dict, reference: str, tim
         lines.append(f"- The sweeps took {total / 60:.0f} min of wall time on the machine that ran them "
                      f"({len(timing)} sweeps).")
     return "\n".join(lines) + "\n"
+
+
+def deciding_changes(settings: dict, yes: list[str], no: list[str]) -> list[str]:
+    """The overrides (``key=value``) found in some ``yes`` setting and in no ``no`` setting."""
+    seen_no = {f"{k}={v}" for s in no for k, v in settings.get(s, {}).items()}
+    return sorted(dict.fromkeys(f"{k}={v}" for s in yes for k, v in settings.get(s, {}).items()
+                                if f"{k}={v}" not in seen_no))
+
+
+def deciding_sentence(settings: dict, yes: list[str], no: list[str]) -> str:
+    """" It is positive exactly where a setting changes one of: ..." when that holds for every setting."""
+    if not yes or not no or not settings:
+        return ""
+    changes = deciding_changes(settings, yes, no)
+    covered = all(any(f"{k}={v}" in changes for k, v in settings.get(s, {}).items()) for s in yes)
+    if not changes or not covered:
+        return ""
+    return (" It is positive exactly in the settings that change one of " + ", ".join(f"`{c}`" for c in changes)
+            + " (each such setting has it positive; no setting without one of them does).")
 
 
 def _count(by_t: dict, verdict: str) -> int:
