@@ -110,8 +110,8 @@ def check_model_fits(cfg: DictConfig, model_kwargs: dict) -> None:
     fitting = [p.stem for p in sorted((CONF_DIR / "model").glob("*.yaml"))
                if takes(OmegaConf.load(p).get("_target_", ""))]
     dataset = _conf_name("dataset", cfg.dataset.get("_target_"))
-    raise ConfigError(f"model={_conf_name('model', target)} does not fit dataset={dataset}: it takes "
-                      f"{', '.join(model_kwargs)}; models for dataset={dataset}: {', '.join(fitting) or 'none'}")
+    raise ConfigError(f"model={_conf_name('model', target)} does not fit dataset={dataset} (it does not take the "
+                      f"data set's {', '.join(model_kwargs)}); models for dataset={dataset}: {', '.join(fitting) or 'none'}")
 
 
 def seed_everything(seed: int) -> None:
@@ -368,11 +368,11 @@ def train(cfg: DictConfig, run_dir: str | Path, *, progress_bar: bool | None = N
     start = time.perf_counter()
     batches = data.train_batches(settings.batch_size, cfg.seed, start_step=step, rank=rank, world_size=world)
     draw = settings.progress if progress_bar is None else progress_bar
-    progress = show.bar(settings.max_steps, step, show.run_label(getattr(balancer, "name", type(balancer).__name__), cfg.seed),
-                        enabled=main_process and draw)
+    label = show.run_label(getattr(balancer, "name", type(balancer).__name__), cfg.seed)
+    progress = show.bar(settings.max_steps, step, label, enabled=main_process and draw)
     last_loss = None
     log.info("training %s for %d steps on %s (%s), from step %d; tasks %s; %d parameters",
-             progress.desc, settings.max_steps, device, "resumed" if checkpoint is not None else "fresh",
+             label, settings.max_steps, device, "resumed" if checkpoint is not None else "fresh",
              step, ", ".join(task_names), net.num_parameters())
     model.train()
     with _stop_on_signals() as stop:
