@@ -56,7 +56,7 @@ def main(cfg: DictConfig):
     status = summary["status"]
     speak = _launch_rank() == 0  # the status is the same on every torchrun process
     if speak:
-        line = progress.final_line(summary, run_dir)
+        line = progress.final_line(summary, _shown(run_dir))
         log.info(line)
         print(line, flush=True)
     if status == run_record.INTERRUPTED:
@@ -71,6 +71,14 @@ def main(cfg: DictConfig):
         if not multirun:
             sys.exit(EXIT_FAILED)
     return summary["metrics"].get("task_normalized_loss")
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the current directory when it is below it (as the user would type it)."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return Path(path)
 
 
 def _fail(err: Exception, run_dir: Path, cfg: DictConfig, multirun: bool, code: int, trace: str | None = None):
