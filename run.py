@@ -11,7 +11,7 @@ import sys
 import hydra
 
 from gradnorm.cli import main as train_main
-from gradnorm.cli import preflight, torchrun_worker_argv
+from gradnorm.cli import preflight, resume_argv, torchrun_worker_argv
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -20,6 +20,7 @@ def main(cfg):
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = resume_argv(sys.argv[1:])  # trainer.resume=RUN_DIR: that run's own overrides and folder
     preflight(sys.argv[1:])
     sys.argv[1:] = torchrun_worker_argv(sys.argv[1:])  # under torchrun only rank 0 writes Hydra's files
     main()

@@ -102,11 +102,7 @@ def check_resume_config(checkpoint: dict, cfg: DictConfig, world_size: int = 1) 
     number of processes must be the same (it sets the global batch, ``trainer.batch_size`` × processes)."""
     saved = _flatten(OmegaConf.to_container(OmegaConf.create(checkpoint["config"]), resolve=False))
     current = _flatten(OmegaConf.to_container(cfg, resolve=False))
-    changed = sorted(
-        key for key in set(saved) | set(current)
-        if saved.get(key) != current.get(key)
-        and not key_in(key, RESUMABLE_CHANGES)
-    )
+    changed = changed_keys(saved, current)
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:4])
         more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
@@ -116,6 +112,13 @@ def check_resume_config(checkpoint: dict, cfg: DictConfig, world_size: int = 1) 
     if saved_world != world_size:
         raise ConfigError(f"cannot resume a run of {saved_world} process(es) on {world_size}: the global batch "
                           f"would change; resume it with {saved_world} process(es)")
+
+
+def changed_keys(saved: dict, current: dict, allowed=RESUMABLE_CHANGES) -> list[str]:
+    """The keys (dotted) whose values differ between two config trees, less those under ``allowed``."""
+    saved, current = _flatten(saved), _flatten(current)
+    return sorted(key for key in set(saved) | set(current)
+                  if saved.get(key) != current.get(key) and not key_in(key, allowed))
 
 
 def _flatten(tree, prefix: str = "") -> dict:

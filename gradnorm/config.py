@@ -65,6 +65,20 @@ def positive_int(value, name: str, *, allow_zero: bool = False) -> int:
     return value
 
 
+def integer(value, name: str) -> int:
+    """An integer config value (a seed), or a ConfigError naming the key and the value."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    return value
+
+
+def boolean(value, name: str) -> bool:
+    """A true/false config value, or a ConfigError naming the key and the value."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
 def choice(value, name: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
@@ -97,8 +111,14 @@ class TrainerSettings:
         if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
             raise ConfigError(f"trainer.device must be one of auto, cpu, cuda (or cuda:N); got {device!r}")
         resume = cfg.get("resume")
+        channels_last = cfg.get("channels_last", "auto")
+        if channels_last not in ("auto", True, False):
+            raise ConfigError(f"trainer.channels_last must be one of auto, true, false; got {channels_last!r}")
+        backend = cfg.get("ddp_backend")
+        if backend is not None:
+            choice(backend, "trainer.ddp_backend", ("null", "nccl", "gloo", "mpi"))
         return cls(
-            max_steps=positive_int(cfg.max_steps, "trainer.max_steps", allow_zero=True),
+            max_steps=positive_int(cfg.max_steps, "trainer.max_steps"),
             batch_size=positive_int(cfg.batch_size, "trainer.batch_size"),
             eval_every=positive_int(cfg.eval_every, "trainer.eval_every"),
             eval_batch_size=positive_int(cfg.get("eval_batch_size", cfg.batch_size), "trainer.eval_batch_size"),
@@ -106,12 +126,12 @@ class TrainerSettings:
             checkpoint_every=positive_int(cfg.get("checkpoint_every", 0), "trainer.checkpoint_every", allow_zero=True),
             device=device,
             precision=choice(str(cfg.get("precision", "auto")), "trainer.precision", ("auto", "32", "bf16", "16")),
-            channels_last=cfg.get("channels_last", "auto"),
-            cudnn_benchmark=bool(cfg.get("cudnn_benchmark", True)),
+            channels_last=channels_last,
+            cudnn_benchmark=boolean(cfg.get("cudnn_benchmark", True), "trainer.cudnn_benchmark"),
             nan_policy=choice(str(cfg.get("nan_policy", "fail")), "trainer.nan_policy", ("fail", "skip")),
-            progress=bool(cfg.get("progress", True)),
+            progress=boolean(cfg.get("progress", True), "trainer.progress"),
             resume=None if resume in (None, "") else str(resume),
-            ddp_backend=cfg.get("ddp_backend"),
+            ddp_backend=backend,
             num_threads=None if cfg.get("num_threads") is None else positive_int(cfg.num_threads, "trainer.num_threads"),
         )
 
@@ -120,10 +140,5 @@ def check_config(cfg: DictConfig) -> None:
     """Checks of top-level keys; group objects check their own arguments when built."""
     if cfg.get("alpha") is not None:
         as_float(cfg.alpha, "alpha", minimum=0.0)
-    seed = cfg.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError(f"seed must be an integer, got {seed!r}")
-    tasks = cfg.get("tasks")
-    if tasks is not None and (isinstance(tasks, str) or len(tasks) == 0):
-        raise ConfigError(f"tasks must be a non-empty list of task names, e.g. tasks=[depth], got {tasks!r}")
-    TrainerSettings.from_config(cfg.trainer)
+    integer(cfg.get("seed", 0), "seed")
+    TrainerSettings.from_config(cfg.trainer)  # `tasks` is checked against the data set's tasks (train.choose_tasks)

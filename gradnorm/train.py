@@ -9,6 +9,8 @@ evaluation and checkpoint when due. A run directory receives ``summary.json``, `
 from __future__ import annotations
 
 import contextlib
+import inspect
+import logging
 import math
 import random
 import signal
@@ -18,16 +20,25 @@ from pathlib import Path
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from torch import Tensor
-from tqdm import tqdm
 
 from gradnorm import distributed, run_record
-from gradnorm.checkpoint import CHECKPOINT, check_resume_config, load_checkpoint, restore, write_checkpoint
-from gradnorm.config import ConfigError, TrainerSettings, check_config
+from gradnorm import progress as show
+from gradnorm.checkpoint import (
+    CHECKPOINT,
+    changed_keys,
+    check_resume_config,
+    load_checkpoint,
+    restore,
+    write_checkpoint,
+)
+from gradnorm.config import CONF_DIR, ConfigError, TrainerSettings, check_config
 from gradnorm.tasks import Task, WeightedMean
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -47,6 +58,60 @@ def build(node, name: str, **kwargs):
         if isinstance(cause, ValueError | TypeError):
             raise ConfigError(f"{name}: {cause}") from None
         raise ConfigError(f"{name}: {str(err).splitlines()[0]}") from None
+
+
+def call(factory, name: str, *args):
+    """Call a built partial (an optimiser, a scheduler); its ValueError/TypeError becomes a ConfigError."""
+    try:
+        return factory(*args)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{name}: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
+                          ) from None
+
+
+def choose_tasks(data, tasks) -> None:
+    """Keep the ``tasks`` subset of the data set's tasks (all when null), or name the data set's tasks."""
+    if tasks is None:
+        return
+    names = [t.name for t in data.tasks]
+    known = ", ".join(names)
+    if isinstance(tasks, str) or len(tasks) == 0:
+        raise ConfigError(f"tasks must be a non-empty list of task names, e.g. tasks=[{names[0]}] (this data set's "
+                          f"tasks: {known}); got {tasks!r}")
+    unknown = [str(n) for n in tasks if n not in names]
+    if unknown:
+        raise ConfigError(f"tasks=[{','.join(map(str, tasks))}]: unknown task {unknown[0]!r}; this data set's tasks: "
+                          f"{known}")
+    data.select_tasks(list(tasks))
+
+
+def _conf_name(group: str, target: str) -> str:
+    """The conf/<group> option whose ``_target_`` is ``target`` (the target itself if none is)."""
+    for path in sorted((CONF_DIR / group).glob("*.yaml")):
+        if OmegaConf.load(path).get("_target_") == target:
+            return path.stem
+    return target
+
+
+def check_model_fits(cfg: DictConfig, model_kwargs: dict) -> None:
+    """The model must take the data set's inputs (``model_kwargs``: ``in_features`` of the toy's vectors,
+    ``in_channels`` of NYUv2's images); otherwise name the models that do."""
+    def takes(target: str) -> bool:
+        try:
+            parameters = inspect.signature(get_class(target)).parameters
+        except Exception:  # noqa: BLE001 - an unknown target is reported when it is built
+            return True
+        return all(k in parameters for k in model_kwargs) or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+    target = cfg.model.get("_target_")
+    if target is None or takes(target):
+        return
+    fitting = [p.stem for p in sorted((CONF_DIR / "model").glob("*.yaml"))
+               if takes(OmegaConf.load(p).get("_target_", ""))]
+    dataset = _conf_name("dataset", cfg.dataset.get("_target_"))
+    raise ConfigError(f"model={_conf_name('model', target)} does not fit dataset={dataset} (it does not take the "
+                      f"data set's {', '.join(model_kwargs)}); models for dataset={dataset}: {', '.join(fitting) or 'none'}")
 
 
 def seed_everything(seed: int) -> None:
@@ -144,12 +209,17 @@ def weights_row(balancer, task_names) -> dict[str, float]:
     return {f"weight/{n}": w for n, w in zip(task_names, balancer.weights.tolist())}
 
 
-def _postfix(row: dict, task_names) -> dict[str, str]:
-    out = {}
-    for n in task_names[:4]:
-        out[f"L[{n}]"] = f"{row.get(f'train_loss/{n}', float('nan')):.3g}"
-        out[f"w[{n}]"] = f"{row.get(f'weight/{n}', float('nan')):.3g}"
-    return out
+def completed_summary(run_dir: Path, cfg: DictConfig, max_steps: int) -> dict | None:
+    """``run_dir``'s summary when it records a completed run of ``max_steps`` steps with this config
+    (up to the keys that do not change training), else None."""
+    try:
+        summary = run_record.read_summary(run_dir)
+    except (OSError, ValueError):
+        return None
+    if summary.get("status") != run_record.COMPLETED or summary.get("steps") != max_steps:
+        return None
+    current = OmegaConf.to_container(cfg, resolve=True)
+    return summary if not changed_keys(summary.get("config") or {}, current) else None
 
 
 class _SignalFlag:
@@ -182,12 +252,15 @@ def _stop_on_signals():
 
 
 # -- the loop -------------------------------------------------------------------------------------
-def train(cfg: DictConfig, run_dir: str | Path) -> dict:
+def train(cfg: DictConfig, run_dir: str | Path, *, progress_bar: bool | None = None) -> dict:
     """Train one configured run and write its outputs into ``run_dir``; return the summary.
 
     With ``trainer.resume=RUN_DIR`` the run continues that directory's last checkpoint, in place;
     with ``trainer.resume=auto`` it continues ``run_dir``'s own checkpoint if there is one (a
-    requeued cluster job), else starts afresh. Under ``torchrun`` only rank 0 writes files.
+    requeued cluster job), else starts afresh; a completed run of the same config is kept as it is.
+    Under ``torchrun`` only rank 0 writes files. ``progress_bar=False`` draws no bar (the jobs of a
+    sweep: their final lines say how each ended); None follows ``trainer.progress``. The run's key
+    events go to the ``gradnorm.train`` logger (Hydra writes them to the run folder's run.log).
     """
     check_config(cfg)
     settings = TrainerSettings.from_config(cfg.trainer)
@@ -196,6 +269,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     main_process = rank == 0
     run_dir = Path(distributed.broadcast_object(str(run_dir)))  # rank 0's Hydra directory on every rank
     checkpoint = None
+    if settings.resume == "auto" and (kept := completed_summary(run_dir, cfg, settings.max_steps)) is not None:
+        return kept  # a sweep re-run with trainer.resume=auto: this job is done already
     if settings.resume == "auto":
         checkpoint = load_checkpoint(run_dir / CHECKPOINT) if (run_dir / CHECKPOINT).exists() else None
     elif settings.resume:
@@ -209,14 +284,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
     # -- what to train -------------------------------------------------------------------------
     data = build(cfg.dataset, "dataset")
-    if cfg.get("tasks"):
-        data.select_tasks(list(cfg.tasks))
+    choose_tasks(data, cfg.get("tasks"))
     tasks = data.tasks
     task_names = [t.name for t in tasks]
+    check_model_fits(cfg, data.model_kwargs())
     model = build(cfg.model, "model", heads={t.name: t.out_channels for t in tasks}, **data.model_kwargs())
     balancer = build(cfg.balancer, "balancer", num_tasks=len(tasks))
-    optimizer = build(cfg.trainer.optimizer, "trainer.optimizer")(model.parameters())
-    scheduler = build(cfg.trainer.scheduler, "trainer.scheduler")(optimizer) if cfg.trainer.get("scheduler") else None
+    optimizer = call(build(cfg.trainer.optimizer, "trainer.optimizer"), "trainer.optimizer", model.parameters())
+    scheduler = (call(build(cfg.trainer.scheduler, "trainer.scheduler"), "trainer.scheduler", optimizer)
+                 if cfg.trainer.get("scheduler") else None)
 
     precision = autocast_dtype(settings.precision, device)
     channels_last = (settings.channels_last == "auto" and device.type == "cuda") or settings.channels_last is True
@@ -266,6 +342,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                              step=step, history=history, initial_test_losses=initial_test_losses,
                              wall_time_s=elapsed_before + time.perf_counter() - start, config=cfg, world_size=world)
             run_record.write_history(run_dir, history)
+            log.info("step %d: checkpoint %s", step, run_dir / CHECKPOINT)
         distributed.barrier()
         checkpoint_step = step
 
@@ -290,8 +367,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     # -- the loop ------------------------------------------------------------------------------
     start = time.perf_counter()
     batches = data.train_batches(settings.batch_size, cfg.seed, start_step=step, rank=rank, world_size=world)
-    progress = tqdm(total=settings.max_steps, initial=step, disable=not (main_process and settings.progress),
-                    desc=run_dir.name, dynamic_ncols=True, mininterval=1.0)
+    draw = settings.progress if progress_bar is None else progress_bar
+    label = show.run_label(getattr(balancer, "name", type(balancer).__name__), cfg.seed)
+    progress = show.bar(settings.max_steps, step, label, enabled=main_process and draw)
+    last_loss = None
+    log.info("training %s for %d steps on %s (%s), from step %d; tasks %s; %d parameters",
+             label, settings.max_steps, device, "resumed" if checkpoint is not None else "fresh",
+             step, ", ".join(task_names), net.num_parameters())
     model.train()
     with _stop_on_signals() as stop:
         try:
@@ -299,6 +381,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 row = {"step": step}
                 if step % settings.eval_every == 0 or step == settings.max_steps:
                     row.update(evaluate())
+                    last_loss = row["task_normalized_loss"]
+                    log.info("step %d: task-normalised test loss %.4g; %s", step, last_loss,
+                             show.short_weights(balancer.weights.tolist()))
                     distributed.check_same_on_all_ranks(balancer.weights.to(device), "task weights")
                     if logger is not None:
                         logger.log({k: v for k, v in row.items() if k != "step"}, step=step)
@@ -333,7 +418,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
                 step += 1
                 progress.update(1)
                 if step % max(1, settings.max_steps // 100) == 0:
-                    progress.set_postfix(_postfix(row, task_names), refresh=False)
+                    progress.set_postfix_str(show.postfix(last_loss, balancer.weights.tolist()), refresh=False)
                 # Every process stops after the same step, also when a signal reached only some of them.
                 stop_now = distributed.any_process(stop.requested, device)
                 if stop_now or (settings.checkpoint_every and step % settings.checkpoint_every == 0):
@@ -344,5 +429,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         except NonFiniteLossError as err:
             progress.close()
             return finish(run_record.FAILED, str(err))
+        except Exception as err:  # noqa: BLE001 - any failure while training is recorded as "failed"
+            progress.close()
+            log.info("failed at step %d", step, exc_info=True)  # the traceback goes to run.log only
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            return finish(run_record.FAILED, f"{type(err).__name__} at step {step}: {first}; {kept_checkpoint()}")
     progress.close()
     return finish(run_record.COMPLETED)

@@ -21,8 +21,11 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -106,7 +109,7 @@ def run_sweeps(experiment, runs_dir: Path, extras: list[str], dry_run: bool, swe
             continue
         clear_sweep_dir(runs_dir / sweep)
         start = time.perf_counter()
-        code = subprocess.call(command, cwd=ROOT, env={**experiment.env, **os.environ})
+        code = run_with_bar(command, {**experiment.env, **os.environ}, runs_dir / sweep, count, sweep)
         print(f"==> [{experiment.name}] sweep {sweep!r} finished in {time.perf_counter() - start:.0f} s "
               f"(exit {code})", flush=True)
         _record_time(runs_dir, sweep, time.perf_counter() - start)
@@ -116,6 +119,31 @@ def run_sweeps(experiment, runs_dir: Path, extras: list[str], dry_run: bool, swe
     if not dry_run:
         print(f"==> [{experiment.name}] all sweeps done in {time.perf_counter() - total:.0f} s", flush=True)
     return 0
+
+
+def run_with_bar(command: list[str], env: dict, sweep_dir: Path, count: int, label: str) -> int:
+    """Run one sweep's ``run.py -m`` under one bar of finished runs (its jobs' summary.json files) with
+    an ETA; the jobs' own lines (one per finished run) are printed above the bar. Returns the exit code."""
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, bufsize=1)
+    with tqdm(total=count, desc=label, unit="run", dynamic_ncols=True,
+              bar_format="{desc} {n_fmt}/{total_fmt} runs |{bar}| {elapsed}<{remaining}") as progress:
+        def forward():
+            for line in process.stdout:
+                progress.write(line.rstrip("\n"))
+
+        reader = threading.Thread(target=forward, daemon=True)
+        reader.start()
+        while process.poll() is None:
+            progress.update(_finished(sweep_dir) - progress.n)
+            time.sleep(1.0)
+        reader.join(timeout=5)
+        progress.update(_finished(sweep_dir) - progress.n)
+    return process.returncode
+
+
+def _finished(sweep_dir: Path) -> int:
+    """How many of a sweep's jobs have ended (a job writes summary.json when it ends, in any status)."""
+    return sum(1 for _ in sweep_dir.glob("*/summary.json"))
 
 
 def followups(experiment, runs_dir: Path) -> list[str]:

@@ -32,7 +32,7 @@ def tiny_config(*overrides: str):
     return compose([*TINY, *overrides])
 
 
-def run_cli(args: list[str], cwd: Path, timeout: float = 120, env: dict | None = None,
+def run_cli(args: list[str], cwd: Path, timeout: float = 900, env: dict | None = None,
             launcher: list[str] | None = None) -> subprocess.CompletedProcess:
     """``python run.py ARGS`` (or ``launcher + [run.py] + ARGS``) in ``cwd``; its output captured."""
     command = (launcher or [sys.executable]) + [str(RUN_PY), *args]

@@ -3,6 +3,7 @@ tables with the paper's numbers beside ours, figures, and the verdicts on Figure
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -282,3 +283,95 @@ def test_figure3_report_on_per_task_curves(tmp_path):
     assert verdict.verdict == C.REPRODUCED
     # last 10% of steps = steps 9 and 10: (1/10 + 1/11)/2 = 0.0955 (equal), ×1.5 = 0.143 (GradNorm)
     assert "depth: train 0.143 vs 0.0955, depth/rmse 1.00 vs 2.00" in verdict.evidence
+
+
+def _captured_figures(monkeypatch, *modules):
+    """Figures the report functions would save, kept open for inspection."""
+    import gradnorm.report.style as style
+
+    figures = []
+
+    def keep(fig, base):
+        figures.append(fig)
+        return [Path(base).with_suffix(".png")]
+
+    for module in (style, *modules):
+        monkeypatch.setattr(module, "save_figure", keep)
+    return figures
+
+
+def _write_t10_run(path, seed, sigma_seed=0):
+    from gradnorm.data.toy import draw_sigmas
+
+    """A GradNorm run on the T=10 toy (σ drawn with sigma_seed) whose weight i settles at 0.2 + 0.2 i."""
+    steps = np.arange(STEPS + 1)
+    names = [f"task_{i}" for i in range(10)]
+    history = {"step": steps}
+    for i, name in enumerate(names):
+        history[f"weight/{name}"] = 1 + (0.2 * i - 0.9) * np.minimum(steps / 20, 1) + 0.01 * seed
+    frame = pd.DataFrame(history)
+    frame.loc[steps % 10 == 0, "task_normalized_loss"] = 10 - 5 * steps[steps % 10 == 0] / STEPS
+    path.mkdir(parents=True)
+    frame.to_csv(path / "history.csv", index=False)
+    config = _config("gradnorm", seed, T=10)
+    config["dataset"].update(sigmas=None, sigma_std=50.0, sigma_seed=sigma_seed, sigma_min=1.0)
+    (path / "summary.json").write_text(json.dumps({
+        "status": "completed", "task_names": names, "weights": frame.iloc[-1, 1:11].tolist(),
+        "mean_weights": frame.iloc[:-1, 1:11].mean().tolist(), "metrics": {"task_normalized_loss": 5.0},
+        "steps": STEPS, "wall_time_s": 1.0, "config": config,
+        "task_setup": {"sigmas": draw_sigmas(10, 50.0, sigma_seed, 1.0)}}))
+
+
+def test_log_ticks_are_plain_numbers():
+    import matplotlib.pyplot as plt
+
+    from gradnorm.report.style import plain_log_ticks
+
+    fig, ax = plt.subplots()
+    ax.bar(range(3), [15.0, 40.0, 110.0])
+    ax.set_yscale("log")
+    ax.set_ylim(12, 120)
+    plain_log_ticks(ax, "y")
+    fig.canvas.draw()
+    labels = {t.get_text() for t in ax.get_yticklabels(minor=False) + ax.get_yticklabels(minor=True)
+              if t.get_text() and 12 <= t.get_position()[1] <= 120}  # the ticks in view
+    plt.close(fig)
+    assert labels == {"20", "50", "100"}  # no "2×10¹"
+
+
+def test_t10_weight_traces_get_a_colour_bar_that_maps_colour_to_sigma(tmp_path, monkeypatch):
+    import gradnorm.report.figure2 as figure2
+    from gradnorm.data.toy import draw_sigmas
+    from gradnorm.report.style import task_colors
+
+    for seed in (0, 1):
+        _write_t10_run(tmp_path / "runs" / f"gradnorm_seed{seed}", seed)
+    figures = _captured_figures(monkeypatch, figure2)
+    REPORTS["figure2"](load_runs(tmp_path / "runs"), tmp_path / "out")
+    (fig,) = figures
+    (bar_ax,) = [ax for ax in fig.axes if ax.get_ylabel() == "task scale σ_i"]
+    colorbar = bar_ax._colorbar  # matplotlib keeps a colour bar's Colorbar on its axes
+    sigmas = draw_sigmas(10, 50.0, 0, 1.0)
+    for sigma, color in zip(sigmas, task_colors(sigmas)):  # a line's colour is its σ's colour on the bar
+        assert np.allclose(colorbar.cmap(colorbar.norm(sigma)), color, atol=0.01), sigma
+    weights_ax = next(ax for ax in fig.axes if ax.get_title().startswith("GradNorm"))
+    assert weights_ax.get_legend() is None  # ten lines: the colour bar, not a legend
+    assert len(weights_ax.collections) == 10  # a seed band per task
+
+
+def test_figure4_and_figure7_say_which_sign_is_better_and_what_the_error_bars_are(tmp_path, monkeypatch):
+    import gradnorm.report.figure5 as figure5
+
+    _write_fixed_run(tmp_path / "gn", "gradnorm", 0, [1.0, 100.0], [1.8, 0.2], alpha=0.12)
+    _write_fixed_run(tmp_path / "grid1", "grid", 0, [1.1, 100.0], [1.4, 0.6], index=1)
+    figures = _captured_figures(monkeypatch)
+    REPORTS["figure4"](load_runs(tmp_path), tmp_path / "out4", title="T")
+    assert "(> 0: lower test error than GradNorm)" in figures[-1].axes[0].get_ylabel()
+    for seed in (0, 1):
+        _write_fixed_run(tmp_path / "alpha" / f"eq{seed}", "equal", seed, [1.0, 10.0], [1.0, 1.0])
+        _write_fixed_run(tmp_path / "alpha" / f"gn{seed}", "gradnorm", seed, [0.9, 9.0 + seed], [1.1, 0.9], alpha=1.0)
+    figures = _captured_figures(monkeypatch, figure5)
+    REPORTS["figure7"](load_runs(tmp_path / "alpha"), tmp_path / "out7")
+    ax = figures[0].axes[0]
+    assert "(> 0: better than equal weights)" in ax.get_ylabel()
+    assert "GradNorm, toy T=2: mean ± std over 2 seeds" in [t.get_text() for t in ax.get_legend().get_texts()]

@@ -83,8 +83,9 @@ def test_grid_rejects_bad_values(kwargs, message):
         grid_weights(2, **kwargs)
 
 
-def test_cli_reports_a_missing_from_run_in_one_line():
-    result = subprocess.run([sys.executable, "run.py", "balancer=gradnorm_static", "logger=none"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+def test_cli_reports_a_missing_from_run_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "run.py"), "balancer=gradnorm_static", "logger=none"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert list(tmp_path.iterdir()) == []  # a refused run leaves no run folder (and no outputs/ in the repository)
     assert result.returncode == 2
     assert result.stderr.strip() == "error: balancer: balancer.from_run is required but not set (e.g. balancer.from_run=...)"

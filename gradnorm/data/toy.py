@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gradnorm.config import as_float
+from gradnorm.config import as_float, boolean, integer
 from gradnorm.data.base import InMemoryData
 from gradnorm.tasks import Regression
 
@@ -64,6 +64,9 @@ class ToyRegression(InMemoryData):
     ):
         if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
             raise ValueError(f"dataset.num_tasks must be a positive integer, got {num_tasks!r}")
+        integer(seed, "dataset.seed")
+        integer(sigma_seed, "dataset.sigma_seed")
+        boolean(standardize_inputs, "dataset.standardize_inputs")
         if sigmas is None:
             sigmas = draw_sigmas(num_tasks, as_float(sigma_std, "dataset.sigma_std", minimum=0, strict=True),
                                  sigma_seed, as_float(sigma_min, "dataset.sigma_min", minimum=0))

@@ -20,8 +20,9 @@ class MLP(MultiTaskModel):
 
     def __init__(self, in_features: int, heads: Mapping[str, int], width: int = 100, depth: int = 4):
         super().__init__()
-        if depth < 1 or width < 1:
-            raise ValueError(f"model.depth and model.width must be positive, got {depth} and {width}")
+        for name, value in (("width", width), ("depth", depth)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
         layers: list[nn.Module] = []
         size = in_features
         for _ in range(depth):

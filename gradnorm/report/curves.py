@@ -36,6 +36,10 @@ def smooth(values: pd.Series, fraction: float = 0.01) -> pd.Series:
     return values.rolling(window, center=True, min_periods=1).mean()
 
 
+#: the opacity of a band over seeds (a mean line is drawn over it, thinner than the band is wide)
+BAND_ALPHA = 0.35
+
+
 def plot_band(ax, frame: pd.DataFrame, color, label: str | None, spread: str = "std") -> None:
     """Mean line with a band over seeds: ± std (``spread="std"``) or min–max (``"range"``, fainter)."""
     if frame.empty:
@@ -43,6 +47,6 @@ def plot_band(ax, frame: pd.DataFrame, color, label: str | None, spread: str = "
     stats = band(frame)
     low, high = ((stats["mean"] - stats["std"], stats["mean"] + stats["std"]) if spread == "std"
                  else (stats["min"], stats["max"]))
-    ax.plot(stats.index, stats["mean"], color=color, label=label, lw=1.4 if spread == "std" else 1.2)
-    if frame.shape[1] > 1:
-        ax.fill_between(stats.index, low, high, color=color, alpha=0.2 if spread == "std" else 0.15, lw=0)
+    if frame.shape[1] > 1:  # under the line, opaque enough to see on noisy curves
+        ax.fill_between(stats.index, low, high, color=color, alpha=BAND_ALPHA, lw=0)
+    ax.plot(stats.index, stats["mean"], color=color, label=label, lw=1.0)

@@ -20,7 +20,15 @@ from gradnorm.report.claims import paper
 from gradnorm.report.curves import band, plot_band, seed_frame, series, smooth
 from gradnorm.report.runs import Run, method_of
 from gradnorm.report.stats import spearman
-from gradnorm.report.style import method_color, method_label, new_figure, save_figure, task_colors
+from gradnorm.report.style import (
+    method_color,
+    method_label,
+    new_figure,
+    plain_log_ticks,
+    save_figure,
+    sigma_colorbar,
+    task_colors,
+)
 from gradnorm.report.tables import DASH, fmt, fmt_mean_std, markdown, seed_stats
 
 COMPARED = ("equal", "uncertainty", "gradnorm")
@@ -81,6 +89,7 @@ def figure(groups: dict[int, dict[str, list[Run]]], base: Path) -> list[Path]:
 
         ax_sigma.bar(range(T), sigmas, color=colors)
         ax_sigma.set_yscale("log")
+        plain_log_ticks(ax_sigma, "y")
         ax_sigma.set_xticks(range(T), [str(i) for i in range(T)])
         ax_sigma.set_xlabel("task i")
         ax_sigma.set_title(f"T={T}: task scales σ_i")
@@ -93,6 +102,8 @@ def figure(groups: dict[int, dict[str, list[Run]]], base: Path) -> list[Path]:
         ax_w.set_xlabel("step")
         if T <= 4:
             ax_w.legend(frameon=False)
+        else:  # too many lines for a legend: the colour bar maps a line's colour to its task's σ_i
+            sigma_colorbar(fig, ax_w, sigmas)
 
         for method in COMPARED:
             frame = seed_frame(by_method.get(method, []), "task_normalized_loss")

@@ -82,7 +82,7 @@ def figure(pts, static, equal, gradnorm, metrics, r, base: Path, title: str) -> 
                 ys.append(percent_gain(errors(run, metrics), errors(ref, metrics)))
         if xs:
             ax.scatter(xs, ys, s=40, marker="D", color=method_color(method), label=method_label(method))
-    return finish_scatter(fig, ax, base, "‖w − E_t[w_GradNorm]‖₂", "avg % change in test performance vs GradNorm",
+    return finish_scatter(fig, ax, base, "‖w − E_t[w_GradNorm]‖₂", "avg % change in test performance vs GradNorm\n(> 0: lower test error than GradNorm)",
                           title or "Grid search vs GradNorm (paper §5.3, Figure 4)")
 
 

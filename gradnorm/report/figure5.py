@@ -17,7 +17,7 @@ from gradnorm.report.compare import completed_by_method, setting_label
 from gradnorm.report.curves import plot_band, seed_frame
 from gradnorm.report.figure2 import toy_sigmas
 from gradnorm.report.stats import spearman
-from gradnorm.report.style import new_figure, save_figure, task_colors
+from gradnorm.report.style import new_figure, save_figure, sigma_colorbar, task_colors
 from gradnorm.report.tables import fmt, seed_stats
 
 STRONG_RANK_CORRELATION = 0.5   # Spearman ρ(α, spread) ≥ this (and MIN_WIDENING): "reproduced"
@@ -58,6 +58,8 @@ def figure(groups: dict, traces_alphas, sigmas: bool, base: Path) -> list[Path]:
             limits.append(ax.get_ylim())
             if len(names) <= 4 and ax.get_legend_handles_labels()[0]:
                 ax.legend(frameon=False, fontsize=7)
+            elif sigmas and run_sigmas(runs[0]):  # the colour bar maps a line's colour to its task's σ_i
+                sigma_colorbar(fig, ax, run_sigmas(runs[0]))
         if limits:  # the same y axis for both α, so their spreads compare at a glance
             for col in range(len(limits)):
                 axes[row][col].set_ylim(min(lo for lo, _ in limits), max(hi for _, hi in limits))
@@ -86,9 +88,14 @@ def spread_claim(by_alpha: dict, setting: str, prefix: str) -> C.ClaimResult:
         + ", ".join(f"α={a:g}: {fmt(s)}" for a, s in zip(alphas, spreads)) + ")"), check, f"{prefix}figure5.png")
 
 
+def run_sigmas(run) -> list[float] | None:
+    """The toy's σ_i of a run (None for other data sets)."""
+    return toy_sigmas(run) if run.config.get("dataset", {}).get("num_tasks") else None
+
+
 def _task_colors(run, sigmas: bool) -> list:
-    if sigmas and run.config.get("dataset", {}).get("num_tasks"):
-        return task_colors(toy_sigmas(run))
+    if sigmas and run_sigmas(run):
+        return task_colors(run_sigmas(run))
     import matplotlib.pyplot as plt
 
     return [plt.get_cmap("tab10")(i % 10) for i in range(len(run.task_names))]

@@ -57,9 +57,11 @@ def figure(gain: dict, base: Path, title: str) -> list[Path]:
         alphas = list(by_alpha)
         means = np.array([by_alpha[a][0] for a in alphas])
         stds = np.nan_to_num(np.array([by_alpha[a][1] for a in alphas]))
+        seeds = sorted({by_alpha[a][2] for a in alphas})
         ax.errorbar(alphas, means, yerr=stds, marker="os^v"[i % 4], color=method_color("gradnorm"),
-                    ls=["-", "--", ":", "-."][i % 4], capsize=2, label=f"GradNorm, {key}")
-    return finish_scatter(fig, ax, base, "α", "avg % gain over equal weights",
+                    ls=["-", "--", ":", "-."][i % 4], capsize=2,
+                    label=f"GradNorm, {key}: mean ± std over {'/'.join(map(str, seeds))} seeds")
+    return finish_scatter(fig, ax, base, "α", "avg % gain over equal weights\n(> 0: better than equal weights)",
                           title or "Gain over equal weights vs α (Figure 7)")
 
 

@@ -54,12 +54,13 @@ class Run:
     @property
     def overrides(self) -> str:
         """The command-line overrides Hydra recorded for this run (``.hydra/overrides.yaml``), shell-quoted:
-        ``python run.py <overrides>`` re-creates it. Empty when not recorded."""
+        ``python run.py <overrides>`` re-creates it. Empty when not recorded. A resumed run's
+        ``trainer.resume`` is left out: the recipe is that of a fresh run."""
         try:  # plain YAML: the overrides stay as typed, interpolations (${hydra:...}) unresolved
             recorded = yaml.safe_load((self.path / ".hydra" / "overrides.yaml").read_text()) or []
         except (OSError, yaml.YAMLError):  # absent or broken: nothing to re-run from
             return ""
-        return shlex.join(str(o) for o in recorded)
+        return shlex.join(str(o) for o in recorded if str(o).partition("=")[0].lstrip("+~") != "trainer.resume")
 
     @property
     def history(self) -> pd.DataFrame | None:

@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from gradnorm import io  # noqa: E402
 from gradnorm.balancers import METHODS  # noqa: E402
@@ -36,14 +37,53 @@ def method_label(method: str, balancer_config: dict | None = None) -> str:
     return METHODS[method].label_for(balancer_config) if method in METHODS else method
 
 
+#: the part of viridis that task colours use (its lightest yellow is hard to see on white)
+_TASK_CMAP_RANGE = (0.05, 0.9)
+
+
+def _task_cmap():
+    from matplotlib.colors import ListedColormap
+
+    low, high = _TASK_CMAP_RANGE
+    return ListedColormap(plt.get_cmap("viridis")(np.linspace(low, high, 256)))
+
+
 def task_colors(sigmas: Sequence[float]) -> list:
     """Tasks coloured by log σ_i (dark = small σ), so a task keeps its colour across panels."""
-    import numpy as np
-
     logs = np.log10(np.asarray(sigmas, dtype=float))
     low, high = float(logs.min()), float(logs.max())
     scale = (logs - low) / (high - low) if high > low else np.zeros_like(logs)
-    return [plt.get_cmap("viridis")(0.05 + 0.85 * s) for s in scale]
+    return [_task_cmap()(s) for s in scale]
+
+
+def sigma_colorbar(fig, ax, sigmas: Sequence[float]):
+    """A colour bar beside ``ax`` that maps a line's colour (:func:`task_colors`) to its task's σ_i."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import LogNorm, Normalize
+
+    low, high = float(min(sigmas)), float(max(sigmas))
+    norm = LogNorm(low, high) if high > low else Normalize(low - 1, high + 1)
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=_task_cmap()), ax=ax, pad=0.02, fraction=0.06)
+    bar.set_label("task scale σ_i")
+    plain_log_ticks(bar.ax, "y")
+    return bar
+
+
+def plain_log_ticks(ax, axis: str = "y") -> None:
+    """Log-axis ticks as plain numbers (20, 50, 100), not 2×10¹; minor ticks labelled only when few
+    decades are shown."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    which = ax.yaxis if axis == "y" else ax.xaxis
+    low, high = sorted(ax.get_ylim() if axis == "y" else ax.get_xlim())
+    plain = FuncFormatter(lambda v, _pos: f"{v:g}")
+    which.set_major_locator(LogLocator(base=10))
+    which.set_major_formatter(plain)
+    if low > 0 and high / low < 100:  # under two decades: label 2, 5 between the powers of ten
+        which.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
+        which.set_minor_formatter(plain)
+    else:
+        which.set_minor_formatter(NullFormatter())
 
 
 def new_figure(rows: int, cols: int, width: float = 4.0, height: float = 3.2):
