@@ -50,14 +50,15 @@ def _reference(model, batches, loss_fn, get_w):
     return weights, grads
 
 
-def _gradnorm(model, batches, loss_fn, get_w):
+def _gradnorm(model, batches, loss_fn, get_w, wrap=None):
     model = copy.deepcopy(model)
+    net = wrap(model) if wrap else model  # e.g. torch.compile; W is taken from the module itself
     num_tasks = len(loss_fn(model, batches[0]))
     balancer = GradNorm(num_tasks, alpha=ALPHA, optimizer=functools.partial(torch.optim.Adam, lr=LR_W))
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     weights, grads = [], []
     for batch in batches:
-        losses = torch.stack(loss_fn(model, batch))
+        losses = torch.stack(loss_fn(net, batch))
         opt.zero_grad()
         balancer.backward(losses, get_w(model))
         grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
@@ -67,13 +68,15 @@ def _gradnorm(model, batches, loss_fn, get_w):
     return weights, grads
 
 
-def _check(model, batches, loss_fn, get_w, split: bool, rtol=1e-4, atol=1e-6):
-    """GradNorm against the reference; ``split``: the one-backward route must be taken (no warning)."""
+def _check(model, batches, loss_fn, get_w, split: bool | None, rtol=1e-4, atol=1e-6, wrap=None):
+    """GradNorm against the reference; ``split``: the one-backward route must be taken (no warning),
+    or not (one warning); None: not checked."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        got_w, got_g = _gradnorm(model, batches, loss_fn, get_w)
+        got_w, got_g = _gradnorm(model, batches, loss_fn, get_w, wrap)
     notes = [str(c.message) for c in caught if "GradNorm" in str(c.message)]
-    assert (not notes) if split else len(notes) == 1, notes  # a fallback is named once
+    if split is not None:
+        assert (not notes) if split else len(notes) == 1, notes  # a fallback is named once
     want_w, want_g = _reference(model, batches, loss_fn, get_w)
     for step, (a, b) in enumerate(zip(got_w, want_w)):
         torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=f"weights differ at step {step}")
@@ -254,3 +257,25 @@ def test_torchvision_resnet18_trunk(which):
     model = ResNetTrunk()
     get_w = (lambda m: [m.trunk[7][-1].conv2.weight]) if which != "layer4" else (lambda m: m.trunk[7])
     _check(model, _image_batches(size=(32, 32), steps=2), _dense, get_w, split=True, rtol=2e-4, atol=2e-5)
+
+
+# -- torch.compile -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def compiler():
+    """Skip where torch.compile cannot build a kernel (no C++ compiler, unsupported platform)."""
+    try:
+        torch.compile(lambda t: (t * 2).relu())(torch.randn(3, requires_grad=True)).sum().backward()
+    except Exception as err:  # noqa: BLE001 - any failure means: no compiler here
+        pytest.skip(f"torch.compile does not work here: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+
+
+@pytest.mark.slow
+def test_torch_compiled_two_head_mlp_gets_exact_weights(compiler):
+    """The compiled graph is one node: the split is hidden in it and its backward cannot be batched
+    (``vmap``); GradNorm says so once and takes one backward pass per task, exactly."""
+    torch.manual_seed(0)
+    model = PlainMLP(2)
+    torch._dynamo.reset()
+    notes = _check(model, _mlp_batches(model), _regression, lambda m: [m.trunk[2].weight], split=None,
+                   wrap=torch.compile)
+    assert len(notes) == 1 and "cannot be batched" in notes[0], notes
