@@ -279,3 +279,25 @@ def test_torch_compiled_two_head_mlp_gets_exact_weights(compiler):
     notes = _check(model, _mlp_batches(model), _regression, lambda m: [m.trunk[2].weight], split=None,
                    wrap=torch.compile)
     assert len(notes) == 1 and "cannot be batched" in notes[0], notes
+
+
+def test_the_remembered_split_is_analysed_anew_when_the_graph_changes():
+    from gradnorm.balancers.task_split import SplitFinder
+
+    torch.manual_seed(0)
+    model = SkipFromHead()
+    batch = _mlp_batches(model, 1)[0]
+    plain = super(SkipFromHead, model).forward  # the same network without the skip from a head
+    finder, W = SplitFinder(), [model.trunk[2].weight]
+
+    def losses(forward):
+        return torch.stack([((out - y) ** 2).mean() for out, y in zip(forward(batch[0]), batch[1])])
+
+    first = finder(losses(plain), W)
+    assert isinstance(first, Split)
+    again = finder(losses(plain), W)  # the same graph: the remembered analysis, on this graph's nodes
+    assert isinstance(again, Split) and again.node is not first.node and again.layer.node is not first.layer.node
+    assert isinstance(finder(losses(model), W), str)  # a skip from a head: no split
+    assert isinstance(finder(losses(plain), W), Split)
+    other = PlainMLP(2)
+    assert isinstance(finder(losses(other), [other.trunk[2].weight]), Split)  # another W: analysed anew

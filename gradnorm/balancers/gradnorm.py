@@ -43,7 +43,7 @@ from gradnorm import distributed
 from gradnorm.balancers.base import Balancer, as_float
 from gradnorm.balancers.last_layer import find_last_layer, squared_norm
 from gradnorm.balancers.scalar_optim import ScalarOptimizer
-from gradnorm.balancers.task_split import Split, find_split
+from gradnorm.balancers.task_split import Split, SplitFinder
 
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
 
@@ -101,6 +101,7 @@ class GradNorm(Balancer):
         self._progress = _Progress()
         self._notes: set[str] = set()  # slower routes already warned about
         self._unbatchable = False  # a batched backward failed: go task by task
+        self._find_split = SplitFinder()  # where the tasks split above W, remembered across steps
         self._sync_progress()
 
     @property
@@ -128,7 +129,7 @@ class GradNorm(Balancer):
             grad_norms = self._norms_in_one_backward(losses, w, shared_params, top, features[0], layer,
                                                      functools.partial(_hook_features, features))
         else:
-            split = find_split(losses, shared_params)
+            split = self._find_split(losses, shared_params)
             if isinstance(split, Split):
                 z = split.edges()[0] if len(split.outputs) == 1 else split.edges()
                 grad_norms = self._norms_in_one_backward(losses, w, shared_params, split.node, z, split.layer,

@@ -108,7 +108,7 @@ class LastLayer:
 def last_layer_at(top: Node, node: Node, weight: Tensor, relu_chain: bool) -> LastLayer | None:
     """The layer at ``node`` when it is a Linear or convolution with weight W and z is produced by
     ``top`` (``relu_chain``: only ReLUs in between, along first inputs); else ``None``."""
-    kind = _layer_kind(node, weight)
+    kind = layer_kind(node, weight)
     return None if kind is None else LastLayer(top, node, kind, relu_chain)
 
 
@@ -120,7 +120,7 @@ def find_last_layer(top: Node, params: list[Tensor]) -> LastLayer | None:
     (weight,) = params
     node, relu_chain = top, True
     for _ in range(MAX_DEPTH):
-        kind = _layer_kind(node, weight)
+        kind = layer_kind(node, weight)
         if kind is not None:
             return LastLayer(top, node, kind, relu_chain)
         if not node.next_functions or node.next_functions[0][0] is None:
@@ -130,7 +130,8 @@ def find_last_layer(top: Node, params: list[Tensor]) -> LastLayer | None:
     return None
 
 
-def _layer_kind(node: Node, weight: Tensor) -> str | None:
+def layer_kind(node: Node, weight: Tensor) -> str | None:
+    """"linear" or "conv" when ``node`` is a Linear or convolution whose weight is W, else None."""
     name = node.name()
     if name == "AddmmBackward0" and node._saved_alpha == 1:  # nn.Linear: bias + mat1 @ Wᵀ
         return "linear" if _reaches(node.next_functions[2][0], weight, transposed=True) else None
