@@ -208,7 +208,7 @@ def image_backbones() -> list[str]:
 
 def make_case(name: str, device: torch.device, args) -> Case:
     quick, gpu = args.quick, device.type == "cuda"
-    if name in PLAIN_CASES:
+    if name in PLAIN_CASES or name in OPTIONAL_CASES:
         return plain_case(name, args)
     if name in ("mlp_t2", "mlp_t10"):
         # The toy (PAPER.md §2): 250 -> 4 ReLU layers of 100 -> one affine head of 100 per task.
@@ -274,11 +274,18 @@ class PlainResNet18(nn.Module):
 
 
 PLAIN_CASES = ("plain_mlp_t2", "plain_mlp_t10", "plain_convnet", "plain_resnet18", "plain_resnet18_layer4")
+#: on request only (--cases): the toy-shaped plain MLP under torch.compile (compiling takes ~30 s)
+OPTIONAL_CASES = ("compiled_mlp_t2",)
 
 
 def plain_case(name: str, args) -> Case:
     """A network that is not a MultiTaskModel; ``balancer.backward(losses, W)`` with W a module."""
     quick = args.quick
+    if name == "compiled_mlp_t2":
+        tasks = [Regression(f"task{i}", 100) for i in range(2)]
+        return Case(name, lambda: torch.compile(PlainMLP([t.name for t in tasks])), tasks, (250,), 100, None,
+                    steps=2 * EVERY if quick else 5 * EVERY, rounds=args.rounds or (5 if quick else 20),
+                    plain=lambda m: m.trunk[-2], rows=PLAIN_ROWS)
     if name.startswith("plain_mlp"):
         tasks = [Regression(f"task{i}", 100) for i in range(2 if name == "plain_mlp_t2" else 10)]
         return Case(name, lambda: PlainMLP([t.name for t in tasks]), tasks, (250,), 100, TARGETS[name],
@@ -539,7 +546,7 @@ def _parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--cases", default="all", help="comma-separated, or all (default): mlp_t2, mlp_t10, every\n"
                         "registered image backbone (convnet, the bench's small SegNet, while there is none)\n"
-                        f"and the plain networks given only W ({', '.join(PLAIN_CASES)})")
+                        f"and the plain networks given only W ({', '.join(PLAIN_CASES)}); on request: {', '.join(OPTIONAL_CASES)}")
     parser.add_argument("--quick", action="store_true", help="a few rounds: a short look, not a measurement")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--size", default=None, help="image HEIGHTxWIDTH (default: 288x384 on a GPU, 64x96 on a CPU)")
@@ -571,7 +578,7 @@ def _parse_args(argv: list[str] | None):
     if args.warmup < 0:
         raise SystemExit(f"error: --warmup must be at least 0, got {args.warmup}")
     default = ["mlp_t2", "mlp_t10", *image_backbones(), *PLAIN_CASES]
-    available = default + ["convnet"] * ("convnet" not in default)
+    available = default + ["convnet"] * ("convnet" not in default) + list(OPTIONAL_CASES)
     args.names = default if args.cases == "all" else [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [n for n in args.names if n not in available] or ([] if args.names else [args.cases])
     if unknown:
