@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint reproduce-toy reproduce-toy-all reproduce-toy-sensitivity report bench smoke-nyuv2 clean
+.PHONY: help install test lint reproduce-toy reproduce-toy-all reproduce-toy-sensitivity report bench gpu-check smoke-nyuv2 clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ reproduce-toy: $(STAMP) ## the toy reproduction (paper Figure 2): sweep, then re
 
 bench: $(STAMP) ## step time and memory of every balancer vs equal weights -> results/bench/ (BENCH_ARGS="--quick")
 	$(PY) scripts/bench.py $(BENCH_ARGS)
+
+gpu-check: $(STAMP) ## on a CUDA machine (< 8 min): cuda tests, backbone step times, 200 CLI steps -> results/bench/gpu/
+	$(PY) scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 # NYUv2 on generated data (docs/nyuv2.md): the whole Table 1 experiment (3 backbones x single-task x3, equal,
 # uncertainty, GradNorm, GradNorm static) and Figure 3, 2 CPU steps per run at 32x48, then its tables and figure.

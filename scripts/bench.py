@@ -55,7 +55,9 @@ ROOT = Path(__file__).resolve().parent.parent
 EVERY = 4  # the `every=k` row; blocks hold a multiple of k steps so each has the same share of updates
 TOY_MODELS = {"mlp"}  # conf/model choices that are not image backbones
 #: the goals for GradNorm's step time over equal weights' (medians; issue #6)
-TARGETS = {"mlp_t10": 1.30, "mlp_t2": 1.15, "conv_cpu": 1.15, "segnet_gpu": 1.10}
+TARGETS = {"mlp_t10": 1.30, "mlp_t2": 1.15, "conv_cpu": 1.05, "segnet_gpu": 1.10,
+           # networks that are not MultiTaskModels, GradNorm given only W (issue #14)
+           "plain_mlp_t2": 1.25, "plain_mlp_t10": 1.35, "plain_convnet": 1.30}
 
 
 # -- the balancers compared (rows) ---------------------------------------------------------------
@@ -69,6 +71,9 @@ class NaiveGradNorm(GradNorm):
     def backward(self, losses, shared_params=(), features=None):
         losses = self._check_losses(losses)
         w = self.task_weights.detach().to(device=losses.device, dtype=losses.dtype)
+        if isinstance(shared_params, nn.Module):  # as GradNorm reads a module: a layer's weight, else all
+            leaf = next(shared_params.children(), None) is None
+            shared_params = [shared_params.weight] if leaf else list(shared_params.parameters())
         per_loss = [torch.autograd.grad(loss, shared_params, retain_graph=True) for loss in losses]
         (w * losses).sum().backward()
         grads = [self._global_mean(torch.stack(g)) for g in zip(*per_loss)]
@@ -91,7 +96,7 @@ ROWS = (
     Row("gradnorm", "gradnorm"),
     Row(f"gradnorm every={EVERY}", "gradnorm", (f"balancer.every={EVERY}",)),
     Row("gradnorm norm_at=features", "gradnorm", ("balancer.norm_at=features",)),
-    Row("gradnorm, no features", "gradnorm", use_features=False),
+    Row("gradnorm, only W", "gradnorm", use_features=False),
     Row("gradnorm naive (reference)", "gradnorm", naive=True),
 )
 
@@ -182,6 +187,8 @@ class Case:
     rounds: int
     precision: torch.dtype | None = None
     images: bool = False
+    plain: Callable[[nn.Module], object] | None = None  # a plain network: W from the module (see plain_case)
+    rows: tuple[Row, ...] = ROWS
     results: dict = field(default_factory=dict)
     error: str | None = None
 
@@ -193,6 +200,8 @@ def image_backbones() -> list[str]:
 
 def make_case(name: str, device: torch.device, args) -> Case:
     quick, gpu = args.quick, device.type == "cuda"
+    if name in PLAIN_CASES or name in OPTIONAL_CASES:
+        return plain_case(name, args)
     if name in ("mlp_t2", "mlp_t10"):
         # The toy (docs/paper.md §4): 250 -> 4 ReLU layers of 100 -> one affine head of 100 per task.
         tasks = [Regression(f"task{i}", 100) for i in range(2 if name == "mlp_t2" else 10)]
@@ -210,6 +219,82 @@ def make_case(name: str, device: torch.device, args) -> Case:
                 precision=autocast_dtype("bf16", device) if gpu else None, images=True)
 
 
+# -- plain networks, GradNorm given only W (issue #14) -------------------------------------------
+PLAIN_ROWS = tuple(row for row in ROWS if row.label in ("equal", "gradnorm, only W", "gradnorm naive (reference)"))
+
+
+class PlainMLP(nn.Module):
+    """The toy's shape (250 -> 4 ReLU layers of 100 -> an affine head of 100 per task) as any
+    ``nn.Module``: it returns the heads' outputs only, and W is its last trunk Linear."""
+
+    def __init__(self, names: list[str]):
+        super().__init__()
+        sizes = (250, 100, 100, 100, 100)
+        self.trunk = nn.Sequential(*(m for a, b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b), nn.ReLU())))
+        self.heads = nn.ModuleDict({name: nn.Linear(100, 100) for name in names})
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        z = self.trunk(x)
+        return {name: head(z) for name, head in self.heads.items()}
+
+
+class PlainConvEncoderDecoder(ConvEncoderDecoder):
+    """The bench's small SegNet as any ``nn.Module``: the heads read z directly, no per-task views."""
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        z = self.shared(x)
+        return {name: head(z) for name, head in self.heads.items()}
+
+
+class PlainResNet18(nn.Module):
+    """torchvision's ResNet-18 up to layer4 as a trunk, a 1×1 conv head per task, upsampled to the
+    input; W is ``layer4[-1].conv2`` (followed by BatchNorm, the residual sum and ReLU)."""
+
+    def __init__(self, heads: dict[str, int]):
+        super().__init__()
+        import torchvision
+
+        net = torchvision.models.resnet18(weights=None)
+        self.trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2,
+                                   net.layer3, net.layer4)
+        self.heads = nn.ModuleDict({name: nn.Conv2d(512, out, 1) for name, out in heads.items()})
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        z = self.trunk(x)
+        return {name: F.interpolate(head(z), size=x.shape[2:], mode="bilinear", align_corners=False)
+                for name, head in self.heads.items()}
+
+
+PLAIN_CASES = ("plain_mlp_t2", "plain_mlp_t10", "plain_convnet", "plain_resnet18", "plain_resnet18_layer4")
+#: on request only (--cases): the toy-shaped plain MLP under torch.compile (compiling takes ~30 s)
+OPTIONAL_CASES = ("compiled_mlp_t2",)
+
+
+def plain_case(name: str, args) -> Case:
+    """A network that is not a MultiTaskModel; ``balancer.backward(losses, W)`` with W a module."""
+    quick = args.quick
+    if name == "compiled_mlp_t2":
+        tasks = [Regression(f"task{i}", 100) for i in range(2)]
+        return Case(name, lambda: torch.compile(PlainMLP([t.name for t in tasks])), tasks, (250,), 100, None,
+                    steps=2 * EVERY if quick else 5 * EVERY, rounds=args.rounds or (5 if quick else 20),
+                    plain=lambda m: m.trunk[-2], rows=PLAIN_ROWS)
+    if name.startswith("plain_mlp"):
+        tasks = [Regression(f"task{i}", 100) for i in range(2 if name == "plain_mlp_t2" else 10)]
+        return Case(name, lambda: PlainMLP([t.name for t in tasks]), tasks, (250,), 100, TARGETS[name],
+                    steps=2 * EVERY if quick else 5 * EVERY, rounds=args.rounds or (5 if quick else 40),
+                    plain=lambda m: m.trunk[-2], rows=PLAIN_ROWS)
+    if name == "plain_convnet":
+        tasks = [Segmentation("seg"), Regression("depth", 1), Normals("normal")]
+        return Case(name, lambda: PlainConvEncoderDecoder(3, {t.name: t.out_channels for t in tasks}), tasks,
+                    (3, *args.size), args.batch, TARGETS[name], steps=EVERY, rounds=args.rounds or (3 if quick else 10),
+                    images=True, plain=lambda m: m.last_shared_layer, rows=PLAIN_ROWS)
+    tasks = [Segmentation("seg"), Regression("depth", 1)]
+    get_w = (lambda m: m.trunk[7]) if name == "plain_resnet18_layer4" else (lambda m: m.trunk[7][-1].conv2)
+    return Case(name, lambda: PlainResNet18({t.name: t.out_channels for t in tasks}), tasks, (3, *args.size),
+                args.batch, None, steps=EVERY, rounds=args.rounds or (3 if quick else 10), images=True,
+                plain=get_w, rows=PLAIN_ROWS)
+
+
 # -- one training step: gradnorm/train.py's own --------------------------------------------
 @dataclass
 class Setup:
@@ -219,6 +304,7 @@ class Setup:
     targets: dict[str, Tensor]
     case: Case
     device: torch.device
+    shared_params: object = None  # a plain network's W (a module), else None
 
 
 def prepare(case: Case, device: torch.device) -> Setup:
@@ -232,15 +318,28 @@ def prepare(case: Case, device: torch.device) -> Setup:
     if channels_last:
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     with torch.no_grad(), torch.autocast(device.type, dtype=case.precision, enabled=case.precision is not None):
-        predictions, _ = model(inputs)
+        predictions = model(inputs) if case.plain else model(inputs)[0]
     targets = {t.name: random_target(t, predictions[t.name]) for t in case.tasks}
-    return Setup(model, optimizer, inputs, targets, case, device)
+    shared = case.plain(model) if case.plain else None
+    return Setup(model, optimizer, inputs, targets, case, device, shared)
 
 
 def step(setup: Setup, balancer, use_features: bool) -> None:
-    """One step of gradnorm/train.py (:func:`gradnorm.train.train_step`) on the case's fixed batch."""
-    train_step(setup.model, setup.case.tasks, balancer, setup.optimizer, setup.inputs, setup.targets,
-               params_for(balancer, setup.model), precision=setup.case.precision, use_features=use_features)
+    """One step of gradnorm/train.py (:func:`gradnorm.train.train_step`) on the case's fixed batch; a plain
+    network (not a MultiTaskModel, as in a user's own loop) takes the same step with GradNorm given W only."""
+    case = setup.case
+    if not case.plain:
+        train_step(setup.model, case.tasks, balancer, setup.optimizer, setup.inputs, setup.targets,
+                   params_for(balancer, setup.model), precision=case.precision, use_features=use_features)
+        return
+    with torch.autocast(setup.device.type, dtype=case.precision, enabled=case.precision is not None):
+        predictions = setup.model(setup.inputs)
+        losses = torch.stack([t.loss(predictions[t.name], setup.targets[t.name]).float() for t in case.tasks])
+    losses.detach().tolist()  # the loop reads the loss values for its history (a sync on a GPU)
+    setup.optimizer.zero_grad(set_to_none=True)
+    balancer.backward(losses, setup.shared_params)
+    setup.optimizer.step()
+    balancer.step()
 
 
 def _sync(device: torch.device) -> None:
@@ -251,24 +350,25 @@ def _sync(device: torch.device) -> None:
 def measure_time(case: Case, device: torch.device, warmup: int, clock: Callable[[], float]) -> None:
     """Fill ``case.results[label]`` with step times, ratios to equal weights and images/s."""
     setup = prepare(case, device)
-    balancers = [build_balancer(row, len(case.tasks)).to(device) for row in ROWS]
+    rows = case.rows
+    balancers = [build_balancer(row, len(case.tasks)).to(device) for row in rows]
 
     def block(i: int, steps: int) -> float:
         _sync(device)
         start = clock()
         for _ in range(steps):
-            step(setup, balancers[i], ROWS[i].use_features)
+            step(setup, balancers[i], rows[i].use_features)
         _sync(device)
         return (clock() - start) / steps
 
-    for i in range(len(ROWS)):
+    for i in range(len(rows)):
         block(i, warmup)
-    times = np.zeros((case.rounds, len(ROWS)))
+    times = np.zeros((case.rounds, len(rows)))
     for r in range(case.rounds):
-        for i in (range(len(ROWS)) if r % 2 == 0 else reversed(range(len(ROWS)))):
+        for i in (range(len(rows)) if r % 2 == 0 else reversed(range(len(rows)))):
             times[r, i] = block(i, case.steps)
     ratios = times / times[:, :1]
-    for i, row in enumerate(ROWS):
+    for i, row in enumerate(rows):
         case.results[row.label] = {
             "step_ms": float(np.median(times[:, i]) * 1e3),
             "step_ms_quartiles": [float(q) * 1e3 for q in np.percentile(times[:, i], [25, 75])],
@@ -294,7 +394,7 @@ def measure_memory(case: Case, device: torch.device) -> dict[str, float]:
     """MiB per row: the peak during EVERY steps minus the memory in use before them."""
     setup = prepare(case, device)
     peaks = {}
-    for row in ROWS:
+    for row in case.rows:
         balancer = build_balancer(row, len(case.tasks)).to(device)
         for _ in range(EVERY):  # optimiser state, caches
             step(setup, balancer, row.use_features)
@@ -382,7 +482,7 @@ def render(cases: list[Case], info: dict, args, command: str) -> str:
             continue
         for label, r in case.results.items():
             target = ""
-            if label == "gradnorm" and case.target is not None:
+            if label == ("gradnorm, only W" if case.plain else "gradnorm") and case.target is not None:
                 target = f"≤ {case.target:.2f}: {'met' if r['ratio'] <= case.target else 'missed'}"
                 goals.append(f"{case.name} {r['ratio']:.3f} ({target})")
             images = f"{r['images_per_s']:.1f}" if r["images_per_s"] is not None else ""
@@ -440,8 +540,9 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 def _parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--cases", default="all", help="comma-separated, or all (default): mlp_t2, mlp_t10 and every\n"
-                        "image backbone of conf/model (convnet, the bench's small SegNet, while there is none)")
+    parser.add_argument("--cases", default="all", help="comma-separated, or all (default): mlp_t2, mlp_t10, every\n"
+                        "registered image backbone (convnet, the bench's small SegNet, while there is none)\n"
+                        f"and the plain networks given only W ({', '.join(PLAIN_CASES)}); on request: {', '.join(OPTIONAL_CASES)}")
     parser.add_argument("--quick", action="store_true", help="a few rounds: a short look, not a measurement")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--size", default=None, help="image HEIGHTxWIDTH (default: 288x384 on a GPU, 64x96 on a CPU)")
@@ -472,8 +573,8 @@ def _parse_args(argv: list[str] | None):
             raise SystemExit(f"error: --{name} must be at least 1, got {value}")
     if args.warmup < 0:
         raise SystemExit(f"error: --warmup must be at least 0, got {args.warmup}")
-    default = ["mlp_t2", "mlp_t10", *image_backbones()]
-    available = default + ["convnet"] * ("convnet" not in default)
+    default = ["mlp_t2", "mlp_t10", *image_backbones(), *PLAIN_CASES]
+    available = default + ["convnet"] * ("convnet" not in default) + list(OPTIONAL_CASES)
     args.names = default if args.cases == "all" else [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [n for n in args.names if n not in available] or ([] if args.names else [args.cases])
     if unknown:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -42,6 +43,7 @@ from gradnorm import distributed
 from gradnorm.balancers.base import Balancer
 from gradnorm.balancers.last_layer import find_last_layer, squared_norm
 from gradnorm.balancers.scalar_optim import ScalarOptimizer
+from gradnorm.balancers.task_split import Split, SplitFinder
 from gradnorm.config import as_float
 
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
@@ -103,6 +105,9 @@ class GradNorm(Balancer):
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))  # steps taken
         self._info_keys = [(f"gradnorm/grad_norm_{i}", f"gradnorm/relative_rate_{i}") for i in range(num_tasks)]
         self._progress = _Progress()
+        self._notes: set[str] = set()  # slower routes already warned about
+        self._unbatchable = False  # a batched backward failed: go task by task
+        self._find_split = SplitFinder()  # where the tasks split above W, remembered across steps
         self._sync_progress()
 
     @property
@@ -110,68 +115,70 @@ class GradNorm(Balancer):
         return self.task_weights.detach().clone()
 
     def backward(self, losses, shared_params=(), features=None):
+        """``shared_params``: W, as parameters or as a module (a layer's ``weight``, as
+        ``MultiTaskModel.last_shared_parameters``; a module with submodules: all its parameters)."""
         losses = self._check_losses(losses)
+        shared_params = _parameter_list(shared_params)
         if self._progress.steps % self.every != 0:
             self._progress.weight_grad = None
             return super().backward(losses, shared_params)
 
         w = self.task_weights.detach().to(device=losses.device, dtype=losses.dtype)
-        shared_params = [p for p in shared_params if p.requires_grad]
         with_features = _usable_features(features, self.num_tasks)
         if self.norm_at == "features" and not with_features:
             raise ValueError("GradNorm(norm_at='features') needs the per-task features in backward()")
         if self.norm_at == "weights" and not shared_params:
             raise ValueError("GradNorm needs the parameters of the last shared layer (shared_params)")
         if with_features:
-            grad_norms = self._weighted_norms_in_one_backward(losses, w, shared_params, features)
+            top = features[0].grad_fn.next_functions[0][0]  # the node that produced z
+            layer = find_last_layer(top, shared_params) if self.norm_at == "weights" else None
+            grad_norms = self._norms_in_one_backward(losses, w, shared_params, top, features[0], layer,
+                                                     functools.partial(_hook_features, features))
         else:
-            grads = torch.autograd.grad(
-                losses,
-                shared_params,
-                grad_outputs=torch.eye(self.num_tasks, device=losses.device, dtype=losses.dtype),
-                is_grads_batched=True,
-                retain_graph=True,
-                allow_unused=True,
-                materialize_grads=True,
-            )
-            (w * losses).sum().backward()
-            grad_norms = w * per_task_norms([self._global_mean(g) for g in grads])
+            split = self._find_split(losses, shared_params)
+            if isinstance(split, Split):
+                z = split.edges()[0] if len(split.outputs) == 1 else split.edges()
+                grad_norms = self._norms_in_one_backward(losses, w, shared_params, split.node, z, split.layer,
+                                                         functools.partial(_hook_consumers, split.consumers),
+                                                         slots=len(split.outputs))
+            else:
+                self._note(f"no single split of the tasks above W ({split})")
+                grads = self._per_task_grads([losses], shared_params,
+                                             [torch.eye(self.num_tasks, device=losses.device, dtype=losses.dtype)])
+                (w * losses).sum().backward()
+                grad_norms = w * per_task_norms([self._global_mean(g) for g in grads])
         return self._prepare_update(losses.detach(), w, grad_norms)
 
-    def _weighted_norms_in_one_backward(self, losses, w, shared_params, features) -> Tensor:
-        """One backward pass of Σ w_i L_i; returns G_i = ||∇_W (w_i L_i)|| (at z for norm_at='features')."""
-        captured: list[Tensor | None] = [None] * self.num_tasks
-        handles = [f.register_hook(functools.partial(_store, captured, i)) for i, f in enumerate(features)]
+    def _norms_in_one_backward(self, losses, w, shared_params, top, z, layer, hook, slots=1) -> Tensor:
+        """One backward pass of Σ w_i L_i; returns G_i = ||∇_W (w_i L_i)|| (at z for norm_at='features').
+
+        ``top`` is the node that produced z (a tensor, a gradient edge, or a list of edges when z is
+        several outputs of ``top``); ``hook(captured)`` registers the hooks that put task i's
+        gradient at z (output slot s) into ``captured[i][s]`` and returns their handles.
+        """
+        num_tasks = self.num_tasks
+        captured = [[None] * slots for _ in range(num_tasks)]
+        handles = hook(captured)
         per_task: list = []
         if self.norm_at == "weights":
-            top = features[0].grad_fn.next_functions[0][0]  # the node that produced z
-            layer = find_last_layer(top, shared_params)
             # In one process only the norms are needed; across processes the gradients themselves
             # are averaged first.
             norms_only = layer is not None and distributed.world_size() == 1
 
             def per_task_weight_grads(_grad_outputs):
-                # Runs when the gradient of z is complete, before the layers below z run. (A batched
-                # backward from here passes this node again: the non-empty list stops the recursion.)
+                # Runs when the gradient of z is complete, before the layers below z run. (A backward
+                # pass from here passes this node again: the non-empty list stops the recursion.)
                 if per_task:
                     return None
                 per_task.append(None)
-                grads = [_zeros_if_none(g, features[0]) for g in captured]
-                captured[:] = [None] * self.num_tasks
+                grads = _complete(captured, z)
                 if norms_only:
-                    per_task[:] = [layer.squared_norms(features[0], grads)]
+                    per_task[:] = [layer.squared_norms(z, grads[0])]
                 elif layer is not None:
-                    per_task[:] = [layer.weight_grads(features[0], grads)]
+                    per_task[:] = [layer.weight_grads(z, grads[0])]
                 else:
-                    per_task[:] = torch.autograd.grad(
-                        features[0],
-                        shared_params,
-                        grad_outputs=torch.stack(grads),
-                        is_grads_batched=True,
-                        retain_graph=True,
-                        allow_unused=True,
-                        materialize_grads=True,
-                    )
+                    per_task[:] = self._per_task_grads(z if isinstance(z, list) else [z], shared_params,
+                                                       [torch.stack(g) for g in grads])
                 return None
 
             handles.append(top.register_prehook(per_task_weight_grads))
@@ -181,6 +188,9 @@ class GradNorm(Balancer):
             for handle in handles:
                 handle.remove()
 
+        if self.norm_at == "weights" and not per_task:  # z's node never ran: nothing reached W
+            per_task = [torch.zeros(num_tasks, device=losses.device)] if norms_only else \
+                [torch.zeros(num_tasks, *p.shape, device=p.device, dtype=p.dtype) for p in shared_params]
         if self.norm_at == "weights" and norms_only:
             return per_task[0].sqrt()
         if self.norm_at == "weights":
@@ -188,9 +198,33 @@ class GradNorm(Balancer):
             return per_task_norms([self._global_mean(g) for g in per_task])
         # Norms at z. Across processes z is the concatenation of the local batches and the global
         # loss is the mean of the local ones, so ||g||² = Σ_ranks ||g_local||² / R².
-        squared = torch.stack([squared_norm(_zeros_if_none(g, features[0])) for g in captured])
+        squared = torch.stack([squared_norm(g) for g in _complete(captured, z)[0]])
         world = distributed.world_size()
         return (distributed.all_reduce_sum(squared) / world**2).sqrt()
+
+    def _per_task_grads(self, outputs, params, batched_grad_outputs) -> list[Tensor]:
+        """(T, *p.shape) per parameter: the vector-Jacobian products of ``outputs`` with the T rows of
+        ``batched_grad_outputs``, in one backward pass batched over the tasks (``is_grads_batched``),
+        or task by task where the graph cannot be batched (e.g. a ``torch.compile``d backward)."""
+        kwargs = dict(retain_graph=True, allow_unused=True, materialize_grads=True)
+        if not self._unbatchable:
+            try:
+                return list(torch.autograd.grad(outputs, params, grad_outputs=batched_grad_outputs,
+                                                is_grads_batched=True, **kwargs))
+            except RuntimeError as err:  # e.g. "Batching rule not implemented for aten::mm.out"
+                self._unbatchable = True
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                self._note(f"the backward pass cannot be batched over the tasks ({first}); one per task")
+        per_task = [torch.autograd.grad(outputs, params, grad_outputs=[g[i] for g in batched_grad_outputs], **kwargs)
+                    for i in range(self.num_tasks)]
+        return [torch.stack(g) for g in zip(*per_task)]
+
+    def _note(self, reason: str) -> None:
+        """Warn once per reason that GradNorm takes a slower (still exact) route."""
+        if reason not in self._notes:
+            self._notes.add(reason)
+            warnings.warn(f"GradNorm: {reason}; the per-task gradients at W take extra backward passes",
+                          RuntimeWarning, stacklevel=3)
 
     def _prepare_update(self, losses: Tensor, w: Tensor, grad_norms: Tensor) -> dict[str, float]:
         """Algorithm 1 from the losses L_i, the weights w_i and the norms G_i = ||∇_W (w_i L_i)||.
@@ -278,12 +312,45 @@ def _usable_features(features, num_tasks: int) -> bool:
     return len(bases) == 1 and len({id(n) for n in nodes}) == num_tasks
 
 
-def _store(captured: list, index: int, grad: Tensor) -> None:
-    captured[index] = grad
+def _parameter_list(shared_params) -> list[Tensor]:
+    if isinstance(shared_params, nn.Module):
+        weight = getattr(shared_params, "weight", None)
+        leaf = next(shared_params.children(), None) is None
+        shared_params = [weight] if leaf and isinstance(weight, Tensor) else shared_params.parameters()
+    return [p for p in shared_params if p.requires_grad]
 
 
-def _zeros_if_none(grad: Tensor | None, like: Tensor) -> Tensor:
-    return torch.zeros_like(like) if grad is None else grad
+def _hook_features(features, captured: list) -> list:
+    """Tensor hooks on the T views of z: task i's gradient at z into ``captured[i][0]``."""
+    return [f.register_hook(functools.partial(_store, captured[i])) for i, f in enumerate(features)]
+
+
+def _store(slots: list, grad: Tensor) -> None:
+    slots[0] = grad
+
+
+def _hook_consumers(consumers, captured: list) -> list:
+    """Post-hooks on the nodes that consume z (:class:`Split`): what each sends to z, summed per task."""
+    return [node.register_hook(functools.partial(_add_sent, captured[task], edges)) for node, task, edges in consumers]
+
+
+def _add_sent(slots: list, edges, grad_inputs, _grad_outputs) -> None:
+    for index, slot in edges:
+        grad = grad_inputs[index]
+        if grad is not None:
+            slots[slot] = grad if slots[slot] is None else slots[slot] + grad
+
+
+def _complete(captured: list, z) -> list[list[Tensor]]:
+    """Per output slot, the T gradients at z, zeros for a task that sent none."""
+    out = []
+    for slot in range(len(captured[0])):
+        grads = [c[slot] for c in captured]
+        like = next((g for g in grads if g is not None), z if isinstance(z, Tensor) else None)
+        if like is None:
+            raise RuntimeError("GradNorm: no task's gradient reached the shared representation")
+        out.append([torch.zeros_like(like) if g is None else g for g in grads])
+    return out
 
 
 def per_task_norms(batched_grads: Sequence[Tensor]) -> Tensor:

@@ -45,8 +45,9 @@ class LastLayer:
     relu_chain: bool  # only ReLUs between the layer's output and z
 
     @torch.no_grad()
-    def weight_grads(self, z: Tensor, grads_at_z: list[Tensor]) -> Tensor:
-        """∇_W L_i for every task, shape (T, *W.shape), from the T gradients at ``z`` (or a view of it).
+    def weight_grads(self, z: Tensor | GradientEdge, grads_at_z: list[Tensor]) -> Tensor:
+        """∇_W L_i for every task, shape (T, *W.shape), from the T gradients at ``z`` (or a view of it,
+        or the gradient edge of ``top``'s output).
 
         Call it while the backward pass is under way, before ``node`` has run (its saved tensors
         are freed once it has), e.g. from a pre-hook on ``top``.
@@ -54,7 +55,7 @@ class LastLayer:
         return self._weight_grads(self._output_grads(z, grads_at_z))
 
     @torch.no_grad()
-    def squared_norms(self, z: Tensor, grads_at_z: list[Tensor]) -> Tensor:
+    def squared_norms(self, z: Tensor | GradientEdge, grads_at_z: list[Tensor]) -> Tensor:
         """||∇_W L_i||² for every task, shape (T,), float32; called like :meth:`weight_grads`.
 
         Takes the cheaper of two exact routes: the T gradients at W themselves, or the Gram identity
@@ -84,7 +85,7 @@ class LastLayer:
             return _linear_weight_grads(self.node, grads)
         return _conv_weight_grads(self.node, grads)
 
-    def _output_grads(self, z: Tensor, grads_at_z: list[Tensor]):
+    def _output_grads(self, z: Tensor | GradientEdge, grads_at_z: list[Tensor]):
         """The T gradients at the layer's output y: Linear (N, T, out); convolution, a list."""
         if self.kind == "linear" and self.relu_chain:
             # All tasks side by side: one operation per ReLU.
@@ -104,6 +105,13 @@ class LastLayer:
         return torch.stack(grads, dim=1) if self.kind == "linear" else grads
 
 
+def last_layer_at(top: Node, node: Node, weight: Tensor, relu_chain: bool) -> LastLayer | None:
+    """The layer at ``node`` when it is a Linear or convolution with weight W and z is produced by
+    ``top`` (``relu_chain``: only ReLUs in between, along first inputs); else ``None``."""
+    kind = layer_kind(node, weight)
+    return None if kind is None else LastLayer(top, node, kind, relu_chain)
+
+
 def find_last_layer(top: Node, params: list[Tensor]) -> LastLayer | None:
     """The Linear or convolution node at or below ``top`` (the node that produced z) whose weight
     is the only tensor in ``params``, looked for along first inputs."""
@@ -112,7 +120,7 @@ def find_last_layer(top: Node, params: list[Tensor]) -> LastLayer | None:
     (weight,) = params
     node, relu_chain = top, True
     for _ in range(MAX_DEPTH):
-        kind = _layer_kind(node, weight)
+        kind = layer_kind(node, weight)
         if kind is not None:
             return LastLayer(top, node, kind, relu_chain)
         if not node.next_functions or node.next_functions[0][0] is None:
@@ -122,7 +130,8 @@ def find_last_layer(top: Node, params: list[Tensor]) -> LastLayer | None:
     return None
 
 
-def _layer_kind(node: Node, weight: Tensor) -> str | None:
+def layer_kind(node: Node, weight: Tensor) -> str | None:
+    """"linear" or "conv" when ``node`` is a Linear or convolution whose weight is W, else None."""
     name = node.name()
     if name == "AddmmBackward0" and node._saved_alpha == 1:  # nn.Linear: bias + mat1 @ Wᵀ
         return "linear" if _reaches(node.next_functions[2][0], weight, transposed=True) else None
