@@ -53,7 +53,7 @@ def test_sigmas_trainer_and_logger_keys():
 @pytest.mark.parametrize("overrides, message", [
     (["alpha=-1"], "alpha must be a number >= 0, got -1"),
     (["alpha=abc"], "alpha must be a number >= 0, got 'abc'"),
-    (["trainer.max_steps=ten"], "trainer.max_steps must be a non-negative integer, got 'ten'"),
+    (["trainer.max_steps=ten"], "trainer.max_steps must be a positive integer, got 'ten'"),
     (["trainer.batch_size=0"], "trainer.batch_size must be a positive integer, got 0"),
     (["trainer.device=tpu"], "trainer.device must be one of auto, cpu, cuda"),
     (["trainer.nan_policy=ignore"], "trainer.nan_policy must be one of fail, skip"),
