@@ -436,7 +436,9 @@ def memory_in_subprocess(names: list[str], args) -> tuple[dict, str | None]:
                "--device", args.device, "--size", "x".join(map(str, args.size)), "--batch", str(args.batch)]
     if args.threads:
         command += ["--threads", str(args.threads)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    # The same gradnorm as this process (the checkout's, not whichever one is installed).
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=path))
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
         return {}, f"the memory process failed: {lines[-1] if lines else done.returncode}"
