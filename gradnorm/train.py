@@ -78,7 +78,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    shared_params = net.last_shared_parameters()
+    shared_params = net.shared_parameters() if getattr(balancer, "needs", "last_shared") == "shared" \
+        else net.last_shared_parameters()
 
     # -- state, fresh or resumed ---------------------------------------------------------------
     step, history, initial_test_losses, elapsed_before, checkpoint_step = 0, [], None, 0.0, None
@@ -315,7 +316,8 @@ def _summary(status, error, task_names, balancer, history, step, max_steps, wall
     ]
     evaluated = [r for r in history if "task_normalized_loss" in r]
     metrics = {k: v for k, v in (evaluated[-1] if evaluated else {}).items()
-               if k != "step" and not k.startswith(("weight/", "train_loss/", "gradnorm/", "uncertainty/"))}
+               if k != "step" and not k.startswith(("weight/", "train_loss/", "gradnorm/", "uncertainty/",
+                                                  getattr(balancer, "log_prefix", None) or "weight/"))}
     summary = {
         "status": status,
         "task_names": task_names,

@@ -3,7 +3,8 @@
 ``forward(x)`` returns ``(predictions, features)``: ``predictions`` maps task name -> head output
 and ``features`` holds the per-task views of the shared representation z that the heads consumed
 (one view each, so a balancer can catch each task's gradient at z in a single backward pass).
-``last_shared_parameters()`` is GradNorm's W: the weights of the last shared layer.
+``last_shared_parameters()`` is GradNorm's W: the weights of the last shared layer;
+``shared_parameters()`` is every parameter outside the heads (what PCGrad, MGDA, ... combine on).
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ class MultiTaskModel(nn.Module, ABC):
         """W: the weights (not the biases) of the last shared layer (paper §3)."""
         return [self.last_shared_layer.weight]
 
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Every parameter not in ``heads``: the trunk that all tasks share."""
+        in_heads = {id(p) for p in self.heads.parameters()}
+        return [p for p in self.parameters() if id(p) not in in_heads]
 
     def forward(self, x: Tensor) -> tuple[dict[str, Tensor], list[Tensor]]:
         z = self.shared(x)
