@@ -101,7 +101,18 @@ ROWS = (
     Row("gradnorm norm_at=features", "gradnorm", ("balancer.norm_at=features",)),
     Row("gradnorm, no features", "gradnorm", use_features=False),
     Row("gradnorm naive (reference)", "gradnorm", naive=True),
+) + (
+    # -- the later methods (docs/methods.md): one row each, in conf/balancer/<name>.yaml's defaults --
+    tuple(Row(name, name) for name in ("dwa", "rlw", "famo", "pcgrad", "mgda", "cagrad", "imtl", "nash_mtl"))
 )
+
+
+def shared_params_for(balancer, setup) -> list:
+    """What train.py passes as shared_params: every shared parameter for the balancers that say
+    ``needs = "shared"`` (PCGrad, MGDA, CAGrad, Nash-MTL), else the last shared layer's."""
+    if getattr(balancer, "needs", "last_shared") == "shared":
+        return setup.model.shared_parameters()
+    return setup.shared_params
 
 
 def build_balancer(row: Row, num_tasks: int):
@@ -255,7 +266,7 @@ def train_step(setup: Setup, balancer, use_features: bool) -> None:
     _weights_row(balancer, [t.name for t in case.tasks])
     losses.detach().tolist()  # the loop reads the loss values for its history (a sync on a GPU)
     setup.optimizer.zero_grad(set_to_none=True)
-    balancer.backward(losses, setup.shared_params, features=features if use_features else None)
+    balancer.backward(losses, shared_params_for(balancer, setup), features=features if use_features else None)
     setup.optimizer.step()
     balancer.step()
 

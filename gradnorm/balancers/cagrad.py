@@ -44,7 +44,7 @@ class CAGrad(GradientBalancer):
         max_iter, tol: the inner solver's limits.
     """
 
-    name, label, color, log_prefix, needs = "cagrad", "CAGrad", "tab:pink", "cagrad/", "shared"
+    name, label, color, log_prefix, needs = "cagrad", "CAGrad", "#7B3294", "cagrad/", "shared"
 
     def __init__(self, num_tasks: int, c: float = 0.4, rescale: int = 1, at: str = "shared",
                  max_iter: int = 100, tol: float = 1e-10):

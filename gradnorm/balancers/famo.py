@@ -43,7 +43,7 @@ class FAMO(Balancer):
         min_losses: m_i, a lower bound of each loss (default 0).
     """
 
-    name, label, color, log_prefix, needs = "famo", "FAMO", "tab:red", "famo/", "last_shared"
+    name, label, color, log_prefix, needs = "famo", "FAMO", "#8DA0CB", "famo/", "last_shared"
 
     def __init__(
         self,

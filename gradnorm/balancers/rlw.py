@@ -28,7 +28,7 @@ class RLW(Balancer):
         seed: seeds the draws (with the step number).
     """
 
-    name, label, color, log_prefix, needs = "rlw", "RLW", "tab:purple", None, "last_shared"
+    name, label, color, log_prefix, needs = "rlw", "RLW", "#1B1B7A", None, "last_shared"
 
     def __init__(self, num_tasks: int, distribution: str = "normal", total: float = 1.0, seed: int = 0):
         super().__init__(num_tasks)

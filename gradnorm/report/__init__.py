@@ -5,7 +5,7 @@
 its files; each returns (files written, verdicts on the paper's claims).
 """
 
-from gradnorm.report import alpha, figure2, grid, table1
+from gradnorm.report import alpha, figure2, grid, methods, table1
 from gradnorm.report.runs import MISSING, Run, find_run_dirs, load_run, load_runs, runs_frame
 
 REPORTS = {
@@ -14,6 +14,7 @@ REPORTS = {
     "alpha": alpha.report,
     "table1": table1.report,
     "figure3": table1.figure3_report,
+    "methods": methods.report,
 }
 
 __all__ = ["MISSING", "REPORTS", "Run", "find_run_dirs", "load_run", "load_runs", "runs_frame"]

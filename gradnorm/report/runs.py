@@ -26,7 +26,13 @@ BALANCER_NAMES = {
     "FixedWeights": "fixed",
     "GradNormStatic": "gradnorm_static",
     "GridWeights": "grid",
+    # the later methods (docs/methods.md); the class attribute ``name`` is the same
+    "DWA": "dwa", "RLW": "rlw", "FAMO": "famo", "PCGrad": "pcgrad", "MGDA": "mgda", "CAGrad": "cagrad",
+    "IMTL": "imtl", "NashMTL": "nash_mtl",
 }
+#: labels of the later methods (the classes' ``label``)
+METHOD_LABELS_LATER = {"dwa": "DWA", "rlw": "RLW", "famo": "FAMO", "pcgrad": "PCGrad", "mgda": "MGDA",
+                       "cagrad": "CAGrad", "imtl": "IMTL-G", "nash_mtl": "Nash-MTL"}
 _SKIP_DIRS = {".hydra", "checkpoints", "wandb", "__pycache__"}
 
 
@@ -143,7 +149,10 @@ def method_of(config: dict, choices: dict) -> tuple[str, str]:
         "gradnorm_static": "GradNorm static",
         "grid": f"Grid #{_get(config, 'balancer.index')}",
         "fixed": f"Fixed {_get(config, 'balancer.weights')}",
+        **METHOD_LABELS_LATER,
     }
+    if balancer == "mgda" and _get(config, "balancer.at") == "representation":
+        return balancer, "MGDA-UB"
     return balancer, labels.get(balancer, balancer)
 
 

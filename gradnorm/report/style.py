@@ -22,6 +22,9 @@ METHOD_COLORS = {
     "grid": "#CC79A7",
     "fixed": "#56B4E9",
     "single_task": "#D55E00",
+    # the later methods (docs/methods.md): the classes' ``color``
+    "dwa": "#A6D854", "rlw": "#1B1B7A", "famo": "#8DA0CB", "pcgrad": "tab:olive", "mgda": "tab:cyan",
+    "cagrad": "#7B3294", "imtl": "gold", "nash_mtl": "tab:brown",
 }
 METHOD_LABELS = {
     "equal": "Equal weights",
@@ -31,6 +34,8 @@ METHOD_LABELS = {
     "grid": "Grid search",
     "fixed": "Fixed weights",
     "single_task": "Single task",
+    "dwa": "DWA", "rlw": "RLW", "famo": "FAMO", "pcgrad": "PCGrad", "mgda": "MGDA", "cagrad": "CAGrad",
+    "imtl": "IMTL-G", "nash_mtl": "Nash-MTL",
 }
 
 
