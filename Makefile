@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint reproduce-toy reproduce-toy-all reproduce-toy-sensitivity report bench gpu-check smoke-nyuv2 clean
+.PHONY: help install test lint reproduce-toy reproduce-toy-all reproduce-toy-sensitivity reproduce-toy-methods report bench gpu-check smoke-nyuv2 clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -33,7 +33,7 @@ gpu-check: $(STAMP) ## on a CUDA machine (< 8 min): cuda tests, backbone step ti
 	$(PY) scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 # NYUv2 on generated data (docs/nyuv2.md): the whole Table 1 experiment (3 backbones x single-task x3, equal,
-# uncertainty, GradNorm, GradNorm static) and Figure 3, 2 CPU steps per run at 32x48, then its tables and figure.
+# uncertainty, GradNorm, GradNorm static, and the 8 later methods of docs/methods.md) and Figure 3, 2 CPU steps per run at 32x48, then its tables and figure.
 # One thread per process: faster at this size. No checkpoints; the rest as a real run.
 SMOKE_NYUV2_DATA := data/fake_nyuv2
 SMOKE_NYUV2_OUT  := outputs/smoke-nyuv2
@@ -49,7 +49,7 @@ smoke-nyuv2: $(STAMP) ## NYUv2 pipeline on fake data: Table 1 and Figure 3 sweep
 	runs = {str(p.parent): json.loads(p.read_text()) for p in pathlib.Path('$(SMOKE_NYUV2_OUT)/runs').rglob('summary.json')}; \
 	bad = {k: s.get('error') for k, s in runs.items() if s['status'] != 'completed'}; \
 	print(f'smoke-nyuv2: {len(runs)} runs, failed: {bad or None}; tables in $(SMOKE_NYUV2_OUT)/results'); \
-	sys.exit(1 if bad or len(runs) != 21 else 0)"
+	sys.exit(1 if bad or len(runs) != 45 else 0)"
 
 reproduce-toy-all: $(STAMP) ## Figure 2, toy grid search + GradNorm static (Fig. 4), toy α sweep (Figs. 5, 7): results/toy/
 	$(PY) scripts/reproduce.py toy $(ARGS)
@@ -58,6 +58,9 @@ reproduce-toy-all: $(STAMP) ## Figure 2, toy grid search + GradNorm static (Fig.
 
 reproduce-toy-sensitivity: $(STAMP) ## which unstated choices decide Figure 2's claims (15 set-ups, ~45 min on 2 cores): results/toy_sensitivity/
 	$(PY) scripts/reproduce.py toy_sensitivity $(ARGS)
+
+reproduce-toy-methods: $(STAMP) ## GradNorm vs DWA, RLW, FAMO, PCGrad, MGDA, CAGrad, IMTL-G, Nash-MTL on the toy: results/toy_methods/
+	$(PY) scripts/reproduce.py toy_methods $(ARGS)
 
 report: $(STAMP) ## tables, figures, results/REPORT.md from existing runs (RUNS=dir: just aggregate that folder)
 	$(if $(RUNS),$(PY) scripts/report.py $(RUNS),$(PY) scripts/report.py --all)

@@ -98,6 +98,9 @@ ROWS = (
     Row("gradnorm norm_at=features", "gradnorm", ("balancer.norm_at=features",)),
     Row("gradnorm, only W", "gradnorm", use_features=False),
     Row("gradnorm naive (reference)", "gradnorm", naive=True),
+) + (
+    # -- the later methods (docs/methods.md): one row each, in conf/balancer/<name>.yaml's defaults --
+    tuple(Row(name, name) for name in ("dwa", "rlw", "famo", "pcgrad", "mgda", "cagrad", "imtl", "nash_mtl"))
 )
 
 

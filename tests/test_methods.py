@@ -1,127 +1,129 @@
-"""The table of methods (gradnorm.balancers.METHODS) and what reads it: the conf/balancer names, the
-labels and colours of reports, the log keys kept out of a run's metrics, and ``needs``, which picks
-the parameters the loop passes to a balancer."""
+"""The later methods (docs/methods.md) in the training loop: each runs from the configs on the toy, a
+run resumed from its checkpoint ends exactly like one never stopped, and under DistributedDataParallel
+on 2 Gloo processes every rank has the same weights and parameters as one process on the global batch."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import functools
+import os
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+import torch.multiprocessing as mp
+from cli_runs import read_run, tiny_config
+from test_distributed import HEADS, LOCAL_BATCH, free_port, global_batches
+from torch.nn.parallel import DistributedDataParallel
 
-from gradnorm import run_record
-from gradnorm.balancers import METHODS, Balancer
-from gradnorm.config import CONF_DIR
+from gradnorm import distributed
+from gradnorm.balancers import DWA, FAMO, MGDA, RLW, CAGrad, NashMTL, PCGrad
 from gradnorm.models import MLP
-from gradnorm.report.runs import method_of
-from gradnorm.report.style import method_color, method_label
-from gradnorm.train import params_for, train
+from gradnorm.train import train
+
+LATER = ["dwa", "rlw", "famo", "pcgrad", "mgda", "cagrad", "imtl", "nash_mtl"]
 
 
-def test_every_conf_balancer_is_one_method_of_the_table():
-    names = sorted(p.stem for p in (CONF_DIR / "balancer").glob("*.yaml"))
-    assert sorted(METHODS) == names
-    for name in names:
-        target = OmegaConf.load(CONF_DIR / "balancer" / f"{name}.yaml")["_target_"]
-        assert target.rsplit(".", 1)[-1] == METHODS[name].__name__
+@pytest.mark.parametrize("balancer", LATER)
+def test_each_method_trains_from_its_config_and_resumes_exactly(tmp_path, balancer, one_thread):
+    common = [f"balancer={balancer}", "dataset.sigmas=[1,10,100]", "dataset.num_tasks=3",
+              "trainer.checkpoint_every=2", "balancer.window=2" if balancer == "dwa" else "seed=0"]
+    whole = train(tiny_config(*common, "trainer.max_steps=7"), tmp_path / "whole")
+    assert whole["status"] == "completed", whole.get("error")
+    _, history = read_run(tmp_path / "whole")
+    weights = history[[f"weight/task_{i}" for i in range(3)]].to_numpy()
+    if balancer != "mgda":  # (MGDA's min-norm point may sit at a vertex on this tiny problem)
+        assert len({tuple(w) for w in weights.round(6)}) > 1, "the weights never changed"
+    train(tiny_config(*common, "trainer.max_steps=3"), tmp_path / "parts")
+    train(tiny_config(*common, "trainer.max_steps=7", f"trainer.resume={tmp_path / 'parts'}"), tmp_path / "unused")
+    assert_same_state(tmp_path / "whole", tmp_path / "parts")
 
 
-def test_labels_take_their_fields_from_the_run_config():
-    assert METHODS["gradnorm"].label_for({"alpha": 1.0}) == "GradNorm α=1"
-    assert METHODS["gradnorm"].label_for({"alpha": 0.12}) == "GradNorm α=0.12"
-    assert METHODS["gradnorm"].label_for() == "GradNorm"
-    assert METHODS["grid"].label_for({"index": 7}) == "Grid #7"
-    assert METHODS["fixed"].label_for({"weights": [1, 3]}) == "Fixed [1, 3]"
-    assert METHODS["equal"].label_for({"anything": 1}) == "Equal weights"
+def assert_same_state(expected_dir, got_dir) -> None:
+    """Same history (bit for bit), summary and balancer state (as tests/test_resume.py; not every
+    balancer has an ``_extra_state``)."""
+    import pandas as pd
+
+    from gradnorm.train import CHECKPOINT
+
+    (expected, expected_history), (got, got_history) = read_run(expected_dir), read_run(got_dir)
+    pd.testing.assert_frame_equal(got_history, expected_history, check_exact=True)
+    for key in ("status", "weights", "mean_weights", "metrics", "steps"):
+        assert got[key] == expected[key], key
+    expected_state = torch.load(expected_dir / CHECKPOINT, weights_only=True)
+    got_state = torch.load(got_dir / CHECKPOINT, weights_only=True)
+    for part in ("model", "balancer"):
+        for name, value in expected_state[part].items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(got_state[part][name], value), (part, name)
+    assert str(got_state["balancer"].get("_extra_state")) == str(expected_state["balancer"].get("_extra_state"))
 
 
-class HalfWeights(Balancer):
-    """w_i = 1/2: a method of a test, which must reach the reports with no other edit."""
-
-    name = "test_half"
-    label = "Half ×{scale}"
-    color = "#123456"
-    log_prefix = "half/"
-    needs = "shared"
-
-    #: how many shared parameters each backward() call received
-    seen_params: ClassVar[list[int]] = []
-
-    def __init__(self, num_tasks: int, scale: float = 0.5):
-        super().__init__(num_tasks)
-        self.scale = scale
-
-    @property
-    def weights(self):
-        return torch.full((self.num_tasks,), self.scale)
-
-    def backward(self, losses, shared_params=(), features=None):
-        self.seen_params.append(len(shared_params))
-        super().backward(losses, shared_params)
-        return {"half/calls": float(len(self.seen_params))}
-
-
-METHODS.pop(HalfWeights.name)  # the table holds the package's methods except while a test below runs
-
-
-@pytest.fixture
-def half_weights_method():
-    METHODS[HalfWeights.name] = HalfWeights
-    HalfWeights.seen_params.clear()
-    yield HalfWeights
-    METHODS.pop(HalfWeights.name)
-
-
-def test_a_new_balancer_reaches_reports_and_the_loop_by_itself(half_weights_method, tmp_path):
-    config = {"balancer": {"_target_": "test_methods.HalfWeights", "scale": 0.5}, "tasks": None}
-    assert method_of(config, {}) == ("test_half", "Half ×0.5")
-    assert method_color("test_half") == "#123456" and method_label("test_half") == "Half"
-
-    from conftest import tiny_toy
-
-    cfg = tiny_toy("trainer.max_steps=3", "trainer.eval_every=3", "model.width=8", "model.depth=2")
-    cfg.balancer = OmegaConf.create({"_target_": "test_methods.HalfWeights"})
-    summary = train(cfg, tmp_path)
-    assert summary["status"] == "completed" and summary["weights"] == [0.5, 0.5]
-    assert HalfWeights.seen_params == [4, 4, 4]  # needs="shared": the trunk's 2 weights and 2 biases, each step
-
-
-def test_a_balancers_log_keys_stay_out_of_the_summary_metrics():
-    history = [{"step": 0, "weight/a": 1.0, "test_loss/a": 2.0, "task_normalized_loss": 1.0, "half/calls": 1.0,
-                "train_loss/a": 3.0}, {"step": 1, "weight/a": 1.0, "test_loss/a": 1.5, "task_normalized_loss": 0.75}]
-    interrupted = history[:1]
-    kept = run_record.summarize("interrupted", "stopped", ["a"], [1.0], interrupted, 1, 1, 0.0, {}, 10)
-    dropped = run_record.summarize("interrupted", "stopped", ["a"], [1.0], interrupted, 1, 1, 0.0, {}, 10,
-                                   log_prefix=HalfWeights.log_prefix)
-    assert kept["metrics"] == {"test_loss/a": 2.0, "task_normalized_loss": 1.0, "half/calls": 1.0}
-    assert dropped["metrics"] == {"test_loss/a": 2.0, "task_normalized_loss": 1.0}
-    assert run_record.summarize("completed", None, ["a"], [1.0], history, 1, 1, 0.0, {}, 10)["mean_weights"] == [1.0]
-
-
-def test_needs_picks_the_parameters_the_loop_passes(half_weights_method):
-    net = MLP(3, {"a": 2, "b": 1}, width=4, depth=2)
-    assert params_for(HalfWeights(2), net) == net.shared_parameters()
-    assert params_for(METHODS["gradnorm"](2), net) == [net.trunk[-2].weight]
-
-
-def test_shared_parameters_are_every_parameter_outside_the_heads():
-    net = MLP(3, {"a": 2, "b": 1}, width=4, depth=2)
+def test_the_loop_passes_every_shared_parameter_to_the_balancers_that_need_them():
+    net = MLP(4, {"a": 2, "b": 3}, width=5, depth=2)
     shared = net.shared_parameters()
-    # trunk: Linear(3, 4) and Linear(4, 4), weights and biases, in definition order
-    assert [tuple(p.shape) for p in shared] == [(4, 3), (4,), (4, 4), (4,)]
-    assert sum(p.numel() for p in shared) == 3 * 4 + 4 + 4 * 4 + 4
-    heads = {id(p) for p in net.heads.parameters()}
-    assert not heads & {id(p) for p in shared}
-    assert len(shared) + len(heads) == len(list(net.parameters()))
+    assert {id(p) for p in shared} | {id(p) for p in net.heads.parameters()} == {id(p) for p in net.parameters()}
+    assert not {id(p) for p in shared} & {id(p) for p in net.heads.parameters()}
+    assert PCGrad(2).needs == "shared" and MGDA(2, at="representation").needs == "last_shared"
 
 
-def test_a_second_balancer_of_the_same_name_is_refused():
-    with pytest.raises(TypeError, match="two balancers are named 'gradnorm'"):
-        type("Impostor", (Balancer,), {"name": "gradnorm", "label": "x", "color": "#000000"})
+SGD = functools.partial(torch.optim.SGD, lr=0.02)
+DDP_VARIANTS = {
+    # name: balancer factory (3 tasks, as HEADS)
+    "pcgrad": lambda: PCGrad(3, seed=1),
+    "mgda": lambda: MGDA(3),
+    "mgda-ub": lambda: MGDA(3, at="representation"),
+    "cagrad": lambda: CAGrad(3),
+    "nash_mtl": lambda: NashMTL(3),
+    "famo": lambda: FAMO(3, optimizer=SGD),
+    "dwa": lambda: DWA(3, window=1),
+    "rlw": lambda: RLW(3, seed=2),
+}
 
 
-def test_needs_must_be_one_of_the_two_kinds():
-    with pytest.raises(TypeError, match="needs must be 'last_shared' or 'shared'"):
-        type("Odd", (Balancer,), {"name": "test_odd", "label": "x", "color": "#000000", "needs": "all"})
-    assert "test_odd" not in METHODS
+def ddp_steps(variant: str, batches, rank: int, world: int):
+    torch.manual_seed(1)
+    net = MLP(6, HEADS, width=8, depth=3)
+    model = DistributedDataParallel(net) if world > 1 else net
+    balancer = DDP_VARIANTS[variant]()
+    shared = net.shared_parameters() if balancer.needs == "shared" else net.last_shared_parameters()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.05)
+    weights = []
+    for x, targets in batches:
+        rows = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH) if world > 1 else slice(None)
+        predictions, features = model(x[rows])
+        losses = torch.stack([((predictions[k] - targets[k][rows]) ** 2).mean() for k in HEADS])
+        optimizer.zero_grad()
+        balancer.backward(losses, shared, features=features)
+        optimizer.step()
+        balancer.step()
+        weights.append(balancer.weights)
+    return torch.stack(weights), [p.detach().clone() for p in net.parameters()]
+
+
+def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    distributed.setup("cpu")
+    batches = global_batches(world)
+    torch.save({v: ddp_steps(v, batches, rank, world) for v in DDP_VARIANTS}, os.path.join(out_dir, f"rank{rank}.pt"))
+    distributed.cleanup()
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("ddp_methods")
+    mp.spawn(_worker, args=(2, free_port(), str(out_dir)), nprocs=2, join=True)
+    return [torch.load(out_dir / f"rank{r}.pt") for r in range(2)]
+
+
+@pytest.mark.parametrize("variant", list(DDP_VARIANTS))
+def test_same_weights_on_every_process_and_as_one_process(two_processes, variant):
+    (weights0, params0), (weights1, params1) = (r[variant] for r in two_processes)
+    assert torch.equal(weights0, weights1), "weights differ across ranks"
+    for p0, p1 in zip(params0, params1):
+        assert torch.equal(p0, p1), "parameters differ across ranks"
+    single_weights, single_params = ddp_steps(variant, global_batches(2), rank=0, world=1)
+    assert torch.allclose(weights0, single_weights, rtol=1e-4, atol=1e-5), (weights0, single_weights)
+    for p_ddp, p_single in zip(params0, single_params):
+        assert torch.allclose(p_ddp, p_single, rtol=1e-4, atol=1e-5)
+    assert len({tuple(w.tolist()) for w in weights0}) > 1  # the weights did change

@@ -195,3 +195,26 @@ def test_delta_m_signs_follow_metric_direction():
     # depth: lower is better, 10% lower -> +10; mIoU: 10% higher -> +10
     assert delta_m(metrics, baselines, directions) == pytest.approx(10.0)
     assert delta_m({"depth/rmse": 1.1, "seg/miou": 0.27}, baselines, directions) == pytest.approx(-10.0)
+
+
+def test_delta_m_conventions_flat_nash_mtl_and_libmtl():
+    from gradnorm.tasks import delta_m_all
+
+    # seg: miou +10% (higher better) and pix_acc 0%; normals: three angles, mean_angle −30% (lower better: +30%)
+    metrics = {"seg/miou": 0.44, "seg/pix_acc": 0.5, "normals/mean_angle": 14.0, "normals/median_angle": 10.0,
+               "normals/within_30": 0.5}
+    baselines = {"seg/miou": 0.4, "seg/pix_acc": 0.5, "normals/mean_angle": 20.0, "normals/median_angle": 10.0,
+                 "normals/within_30": 0.5}
+    directions = {"seg/miou": True, "seg/pix_acc": True, "normals/mean_angle": False,
+                  "normals/median_angle": False, "normals/within_30": True}
+    out = delta_m_all(metrics, baselines, directions)
+    assert out["delta_m"] == pytest.approx((10 + 0 + 30 + 0 + 0) / 5)                  # flat over 5 metrics
+    assert out["delta_m_nash_mtl"] == pytest.approx(-8.0)                              # lower is better
+    assert out["delta_m_libmtl"] == pytest.approx(((10 + 0) / 2 + (30 + 0 + 0) / 3) / 2)  # per task, then tasks
+
+
+def test_nash_mtl_base_values_are_selectable():
+    from gradnorm.data.nyuv2 import NASH_MTL_BASELINES
+
+    assert len(NASH_MTL_BASELINES) == 9 and NASH_MTL_BASELINES["seg/miou"] == 0.3830
+    assert NASH_MTL_BASELINES["normals/median_angle"] == 19.21

@@ -73,7 +73,7 @@ def test_dry_run_prints_every_sweep_command():
     result = _reproduce("table1", "--dry-run", "hydra/launcher=submitit_slurm")
     assert result.returncode == 0, result.stderr
     assert [line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("==> [table1] sweep")] == [
-        "single_task", "baselines", "gradnorm", "static"]
+        "single_task", "baselines", "gradnorm", "static", "later_methods", "later_dwa"]
     assert "9 runs" in result.stdout and "hydra/launcher=submitit_slurm" in result.stdout
 
 

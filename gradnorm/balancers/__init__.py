@@ -9,10 +9,19 @@ import importlib
 import pkgutil
 
 from gradnorm.balancers.base import METHODS, Balancer
+from gradnorm.balancers.cagrad import CAGrad
+from gradnorm.balancers.dwa import DWA
 from gradnorm.balancers.equal import EqualWeights
+from gradnorm.balancers.famo import FAMO
 from gradnorm.balancers.fixed import FixedWeights
+from gradnorm.balancers.gradients import GradientBalancer
 from gradnorm.balancers.gradnorm import GradNorm
 from gradnorm.balancers.grid import GridWeights
+from gradnorm.balancers.imtl import IMTL
+from gradnorm.balancers.mgda import MGDA
+from gradnorm.balancers.nash_mtl import NashMTL
+from gradnorm.balancers.pcgrad import PCGrad
+from gradnorm.balancers.rlw import RLW
 from gradnorm.balancers.static import GradNormStatic
 from gradnorm.balancers.uncertainty import Uncertainty
 
@@ -20,5 +29,6 @@ for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
-    "METHODS", "Balancer", "EqualWeights", "FixedWeights", "GradNorm", "GradNormStatic", "GridWeights", "Uncertainty",
+    "METHODS", "Balancer", "CAGrad", "DWA", "EqualWeights", "FAMO", "FixedWeights", "GradNorm", "GradNormStatic",
+    "GradientBalancer", "GridWeights", "IMTL", "MGDA", "NashMTL", "PCGrad", "RLW", "Uncertainty",
 ]

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from gradnorm.tasks import Task, delta_m
+from gradnorm.tasks import Task, delta_m_all
 
 Batch = tuple[Tensor, dict[str, Tensor]]
 
@@ -53,13 +53,14 @@ class MultiTaskData(ABC):
         self.single_task_baselines = out
 
     def extra_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
-        """Metrics derived from the task metrics of one evaluation: ``delta_m`` (the average relative
-        change against the single-task baselines, %) when baselines are set and any was measured."""
+        """Metrics derived from the task metrics of one evaluation: the average relative change against
+        the single-task baselines (%) in each convention of ``gradnorm.tasks.DELTA_M_CONVENTIONS``
+        (``delta_m``, ``delta_m_nash_mtl``, ``delta_m_libmtl``) when baselines are set and any was measured."""
         if not self.single_task_baselines:
             return {}
         directions = {k: v for t in self.tasks for k, v in t.metric_directions().items()}
         measured = {k: v for k, v in self.single_task_baselines.items() if k in directions and k in metrics}
-        return {"delta_m": delta_m(metrics, measured, directions)} if measured else {}
+        return delta_m_all(metrics, measured, directions) if measured else {}
 
     def task_setup(self) -> dict:
         """The realised set-up of the tasks (e.g. the toy's σ_i), recorded in ``summary.json``."""

@@ -49,6 +49,17 @@ HOW_TO_GET = ("get it with `python scripts/download_nyuv2.py --out DIR` and set 
               "or generate a fake one with `python scripts/make_fake_nyuv2.py DIR` (docs/nyuv2.md)")
 
 
+
+#: The single-task (STL) values on NYUv2 (SegNet-MTAN, 288×384) that the CAGrad and Nash-MTL code use
+#: as the base of Δm ("base results from CAGrad": Liu et al. 2021; Navon et al. 2022, their
+#: ``experiments/nyuv2/utils.py``), over the nine metrics of their tables. Our metric names.
+NASH_MTL_BASELINES = {
+    "seg/miou": 0.3830, "seg/pix_acc": 0.6376,
+    "depth/abs_err": 0.6754, "depth/rel_err": 0.2780,
+    "normals/mean_angle": 25.01, "normals/median_angle": 19.21,
+    "normals/within_11.25": 0.3014, "normals/within_22.5": 0.5720, "normals/within_30": 0.6915,
+}
+
 class NYUv2(MultiTaskData):
     """The three NYUv2 tasks of Table 1: ``seg`` (13 classes), ``depth`` and ``normals``.
 
@@ -62,8 +73,9 @@ class NYUv2(MultiTaskData):
         depth_loss: ``l2`` (the paper's squared loss) or ``l1``.
         num_classes: segmentation classes (13).
         median_bin_deg: histogram bin of the normals' median angle (degrees).
-        single_task_baselines: metric name -> single-task value, e.g. ``{depth/rmse: 0.6}``; when
-            given, evaluations report ``delta_m``.
+        single_task_baselines: metric name -> single-task value, e.g. ``{depth/rmse: 0.6}``, or
+            ``"nash_mtl"`` for :data:`NASH_MTL_BASELINES`; when given, evaluations report ``delta_m``,
+            ``delta_m_nash_mtl`` and ``delta_m_libmtl`` (``gradnorm.tasks.DELTA_M_CONVENTIONS``).
         num_workers, pin_memory, persistent_workers, prefetch_factor: DataLoader settings;
             ``auto`` pins memory and keeps workers alive when CUDA is available.
     """
@@ -107,6 +119,8 @@ class NYUv2(MultiTaskData):
             Depth("depth", loss=depth_loss),
             Normals("normals", median_bin_deg=median_bin_deg),
         ]
+        if single_task_baselines == "nash_mtl":
+            single_task_baselines = NASH_MTL_BASELINES
         self.set_single_task_baselines(single_task_baselines)
         cuda = torch.cuda.is_available()
         self.loader_kwargs = dict(

@@ -20,7 +20,7 @@ from gradnorm.experiments import (
     expected_runs,
     load_experiment,
 )
-from gradnorm.report import figure2, figure3, figure4, figure7, sensitivity, table1
+from gradnorm.report import figure2, figure3, figure4, figure7, methods, sensitivity, table1
 from gradnorm.report.claims import claims_markdown, paper_report, read_claims, read_context, write_claims
 from gradnorm.report.reference import Reference, write_comparison
 from gradnorm.report.runs import load_runs, runs_frame
@@ -33,6 +33,7 @@ REPORTS = {
     "figure7": figure7.report,
     "table1": table1.report,
     "sensitivity": sensitivity.report,
+    "methods": methods.report,
 }
 
 

@@ -14,9 +14,20 @@ from gradnorm import io
 from gradnorm.report import claims as C
 from gradnorm.report.claims import paper
 from gradnorm.report.compare import completed_by_method, static_claim
+from gradnorm.report.methods import LATER_METHODS
+from gradnorm.report.style import method_label
 from gradnorm.report.tables import DASH, fmt, fmt_mean_std, markdown, seed_stats
+from gradnorm.tasks import DELTA_M_CONVENTIONS
 
 OVERHEAD_OK, OVERHEAD_PARTLY = 0.10, 0.20   # GradNorm's extra wall time: ≤10% reproduced, ≤20% partly
+
+
+#: Column headers of the Δm conventions (gradnorm.tasks.DELTA_M_CONVENTIONS, docs/nyuv2.md §3).
+DELTA_M_HEADERS = {
+    "delta_m": "Δm % flat (ours, ↑)",
+    "delta_m_nash_mtl": "Δm % Nash-MTL (↓)",
+    "delta_m_libmtl": "Δm % LibMTL (↑)",
+}
 
 
 def spec() -> dict:
@@ -49,7 +60,11 @@ def report(runs: list, out: Path, footer: str = "", prefix: str = "", models=("s
     columns = table["columns"]
     metrics = [c["metric"] for c in columns]
     text = (f"# NYUv2+seg: {table['section']}\n\nTest error, lower is better; ours: mean ± std over seeds (n runs), "
-            f"final step. Paper numbers: {paper()['paper']}, for {table['backbone']} only.\n")
+            f"final step. Paper numbers: {paper()['paper']}, for {table['backbone']} only. Δm columns (when the runs "
+            "have single-task baselines): flat = our `delta_m`, mean over the metrics, higher is better; Nash-MTL = "
+            "the Nash-MTL/CAGrad code's `delta_fn`, the same with the sign flipped, lower is better; LibMTL = mean "
+            "within each task first, then over tasks, higher is better (docs/nyuv2.md §3). Rows after the "
+            "paper's: the later methods (docs/methods.md).\n")
     results = []
     grouped = by_model(runs)
     for model in [m for m in models if m in grouped] + [m for m in grouped if m not in models]:
@@ -66,6 +81,22 @@ def report(runs: list, out: Path, footer: str = "", prefix: str = "", models=("s
                 paper_value = row.get(column["key"]) if model == table["backbone"] else None
                 cells.append(DASH if paper_value is None else str(paper_value))  # as printed in the paper
             rows.append(cells)
+        for method in [m for m in LATER_METHODS if by_method.get(m)]:  # the later methods, after the paper's rows
+            cells = [method_label(method)]
+            for column in columns:
+                values = [r.summary["metrics"].get(column["metric"], math.nan) for r in by_method[method]]
+                cells += [fmt_mean_std(*seed_stats(values)), DASH]
+            rows.append(cells)
+        deltas = [k for k in DELTA_M_CONVENTIONS
+                  if any(k in r.summary["metrics"] for rs in by_method.values() for r in rs)]
+        if deltas:  # Δm in each convention that the runs report (docs/nyuv2.md §3)
+            header = header + [DELTA_M_HEADERS[k] for k in deltas]
+            labelled = [(row_runs(row, by_method), row) for row in table["rows"]] + [
+                (by_method[m], None) for m in LATER_METHODS if by_method.get(m)]
+            for cells, (selected, row) in zip(rows, labelled):
+                single = row is not None and row["method"] == "single_task"
+                cells += [DASH if single else fmt_mean_std(*seed_stats(
+                    [r.summary["metrics"].get(k, math.nan) for r in selected])) for k in deltas]
         text += f"\n## {model}\n\n" + markdown(header, rows)
         gradnorm = row_runs({"method": "gradnorm", "alpha": 1.5}, by_method)
         equal, static = by_method.get("equal", []), by_method.get("gradnorm_static", [])

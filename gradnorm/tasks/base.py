@@ -75,3 +75,37 @@ def delta_m(metrics: Mapping[str, float], baselines: Mapping[str, float],
     if not terms:
         raise ValueError(f"none of the baseline metrics {sorted(baselines)} was measured")
     return 100.0 * sum(terms) / len(terms)
+
+
+#: The Δm conventions every evaluation reports (docs/nyuv2.md §3), metric name -> what it is.
+DELTA_M_CONVENTIONS = {
+    "delta_m": "flat: mean over the K metrics of ±(M_k − B_k)/B_k, higher = better (Maninis et al. 2019)",
+    "delta_m_nash_mtl": "Nash-MTL/CAGrad code (delta_fn): the same flat mean with the sign flipped, lower = better",
+    "delta_m_libmtl": "LibMTL (Δp): mean within each task first, then over the tasks, higher = better",
+}
+
+
+def delta_m_by_task(metrics: Mapping[str, float], baselines: Mapping[str, float],
+                    higher_is_better: Mapping[str, bool]) -> float:
+    """LibMTL's Δp (%): the relative changes averaged within each task first, then over the tasks,
+
+    Δp = 100 / T · Σ_t (1/N_t) Σ_{k ∈ task t} (−1)^{l_k} (M_k − B_k) / B_k,
+
+    with a metric's task the prefix of its name (``depth/rmse`` -> ``depth``). Positive: better.
+    """
+    by_task: dict[str, list[str]] = {}
+    for name in baselines:
+        if name in metrics:
+            by_task.setdefault(name.split("/", 1)[0], []).append(name)
+    if not by_task:
+        raise ValueError(f"none of the baseline metrics {sorted(baselines)} was measured")
+    means = [delta_m(metrics, {n: baselines[n] for n in names}, higher_is_better) for names in by_task.values()]
+    return sum(means) / len(means)
+
+
+def delta_m_all(metrics: Mapping[str, float], baselines: Mapping[str, float],
+                higher_is_better: Mapping[str, bool]) -> dict[str, float]:
+    """Every convention of :data:`DELTA_M_CONVENTIONS` for one evaluation."""
+    flat = delta_m(metrics, baselines, higher_is_better)
+    return {"delta_m": flat, "delta_m_nash_mtl": -flat,
+            "delta_m_libmtl": delta_m_by_task(metrics, baselines, higher_is_better)}

@@ -1,0 +1,105 @@
+"""FAMO, fast adaptive multitask optimization (Liu, Liang, Liu, Stone, Liu, NeurIPS 2023, Algorithm 1).
+
+FAMO decreases every task's log-loss at an equal rate with O(1) extra work per step. With task
+logits ξ and z = softmax(ξ), the network follows
+
+    d = Σ_i c · (z_i / L_i) ∇L_i,   c = (Σ_j z_j / L_j)⁻¹      (the gradient of Σ_i z_i log L_i, rescaled),
+
+i.e. the loss weights w_i = c z_i / L_i, and after the step the logits take one step of their own
+optimiser on the rate at which the log-losses actually fell,
+
+    δ_i = log L_i(θ_t) − log L_i(θ_{t+1}),    ∇_ξ = J_z(ξ)ᵀ δ + γ ξ,   J_zᵀ δ = z ⊙ (δ − zᵀδ),
+
+with β = 0.025 (Adam, like the authors' code) and the decay γ = 0.001 (a config value; the authors'
+scripts set it per experiment). Their code evaluates L(θ_{t+1}) on the same batch with an extra
+forward pass; here it is the next step's batch (the losses the loop computes anyway), so ξ is
+updated at the start of each ``backward`` from the previous step's losses and this step's. The
+losses enter as L_i − m_i + ε with m_i = ``min_losses`` (0 here, as in their code) and ε = 1e-8.
+Losses are the global batch's when data-parallel.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from gradnorm.balancers.base import Balancer
+from gradnorm.balancers.scalar_optim import ScalarOptimizer
+from gradnorm.config import as_float
+
+EPS = 1e-8
+
+
+class FAMO(Balancer):
+    """Loss weights c z_i / L_i with z = softmax(ξ) learned to equalise the log-loss decrease rates.
+
+    Args:
+        num_tasks: T.
+        optimizer: builds ξ's optimiser (the authors: Adam, learning rate 0.025).
+        gamma: the decay γ of ξ.
+        min_losses: m_i, a lower bound of each loss (default 0).
+    """
+
+    name, label, color, log_prefix, needs = "famo", "FAMO", "#8DA0CB", "famo/", "last_shared"
+
+    def __init__(
+        self,
+        num_tasks: int,
+        optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] = functools.partial(
+            torch.optim.Adam, lr=0.025
+        ),
+        gamma: float = 0.001,
+        min_losses: Sequence[float] | None = None,
+    ):
+        super().__init__(num_tasks)
+        self.gamma = as_float(gamma, "gamma", minimum=0.0)
+        self.logits = nn.Parameter(torch.zeros(num_tasks))
+        self.optimizer = optimizer([self.logits])
+        self._stepper = ScalarOptimizer(self.optimizer, self.logits)
+        mins = [0.0] * num_tasks if min_losses is None else [as_float(v, "min_losses") for v in min_losses]
+        if len(mins) != num_tasks:
+            raise ValueError(f"min_losses needs {num_tasks} values, got {len(mins)}")
+        self.register_buffer("min_losses", torch.tensor(mins, dtype=torch.float64))
+        self.register_buffer("previous_losses", torch.full((num_tasks,), math.nan, dtype=torch.float64))
+        self.register_buffer("task_weights", torch.ones(num_tasks))  # the w_i of the last step
+        self._keys = [f"famo/z_{i}" for i in range(num_tasks)]
+
+    @property
+    def weights(self):
+        return self.task_weights.clone()
+
+    def backward(self, losses, shared_params=(), features=None):
+        losses = self._check_losses(losses)
+        current = self._global_mean(losses.detach()).double().cpu()
+        shifted = current - self.min_losses.cpu() + EPS
+        if not bool((shifted > 0).all()):
+            raise ValueError(f"FAMO needs losses above min_losses, got {current.tolist()}")
+        if not bool(torch.isnan(self.previous_losses).any()):
+            self._update_logits(current)
+        z = torch.softmax(self.logits.detach().double().cpu(), dim=0)
+        w = z / shifted
+        w = w / w.sum()  # w_i = c z_i / L_i with c = 1 / Σ_j z_j / L_j
+        self.task_weights.copy_(w.float())
+        self.previous_losses.copy_(current)
+        (w.to(device=losses.device, dtype=losses.dtype) * losses).sum().backward()
+        return dict(zip(self._keys, z.tolist()))
+
+    def _update_logits(self, current: torch.Tensor) -> None:
+        mins = self.min_losses.cpu()
+        delta = (self.previous_losses.cpu() - mins + EPS).log() - (current - mins + EPS).log()
+        logits = self.logits.detach().double().cpu()
+        z = torch.softmax(logits, dim=0)
+        grad = z * (delta - (z * delta).sum()) + self.gamma * logits
+        stepped = self._stepper.step(self.logits.detach().tolist(), grad.tolist())
+        with torch.no_grad():
+            self.logits.copy_(torch.tensor(stepped))
+
+    def get_extra_state(self):
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def set_extra_state(self, state) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
