@@ -74,14 +74,14 @@ def half_weights_method():
 
 
 def test_a_new_balancer_reaches_reports_and_the_loop_by_itself(half_weights_method, tmp_path):
-    config = {"balancer": {"_target_": "test_methods.HalfWeights", "scale": 0.5}, "tasks": None}
+    config = {"balancer": {"_target_": "test_method_table.HalfWeights", "scale": 0.5}, "tasks": None}
     assert method_of(config, {}) == ("test_half", "Half ×0.5")
     assert method_color("test_half") == "#123456" and method_label("test_half") == "Half"
 
     from conftest import tiny_toy
 
     cfg = tiny_toy("trainer.max_steps=3", "trainer.eval_every=3", "model.width=8", "model.depth=2")
-    cfg.balancer = OmegaConf.create({"_target_": "test_methods.HalfWeights"})
+    cfg.balancer = OmegaConf.create({"_target_": "test_method_table.HalfWeights"})
     summary = train(cfg, tmp_path)
     assert summary["status"] == "completed" and summary["weights"] == [0.5, 0.5]
     assert HalfWeights.seen_params == [4, 4, 4]  # needs="shared": the trunk's 2 weights and 2 biases, each step
