@@ -301,3 +301,11 @@ def test_the_remembered_split_is_analysed_anew_when_the_graph_changes():
     assert isinstance(finder(losses(plain), W), Split)
     other = PlainMLP(2)
     assert isinstance(finder(losses(other), [other.trunk[2].weight]), Split)  # another W: analysed anew
+
+
+def test_a_w_outside_the_losses_graph_is_named_in_one_error():
+    trunk, heads, other = nn.Linear(5, 8), nn.ModuleList([nn.Linear(8, 1), nn.Linear(8, 1)]), nn.Linear(3, 3)
+    z = trunk(torch.randn(4, 5))
+    losses = torch.stack([h(z).pow(2).mean() for h in heads])
+    with pytest.raises(ValueError, match="no task loss depends on the shared_params given"):
+        GradNorm(2).backward(losses, [other.weight])

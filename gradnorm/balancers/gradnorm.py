@@ -43,7 +43,7 @@ from gradnorm import distributed
 from gradnorm.balancers.base import Balancer
 from gradnorm.balancers.last_layer import find_last_layer, squared_norm
 from gradnorm.balancers.scalar_optim import ScalarOptimizer
-from gradnorm.balancers.task_split import Split, SplitFinder
+from gradnorm.balancers.task_split import NOT_USED, Split, SplitFinder
 from gradnorm.config import as_float
 
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
@@ -141,6 +141,9 @@ class GradNorm(Balancer):
                 grad_norms = self._norms_in_one_backward(losses, w, shared_params, split.node, z, split.layer,
                                                          functools.partial(_hook_consumers, split.consumers),
                                                          slots=len(split.outputs))
+            elif split == NOT_USED:
+                raise ValueError("GradNorm: no task loss depends on the shared_params given (W must be the "
+                                 "last shared layer's weights, a tensor in the losses' graph)")
             else:
                 self._note(f"no single split of the tasks above W ({split})")
                 grads = self._per_task_grads([losses], shared_params,

@@ -31,6 +31,9 @@ from torch.autograd.graph import GradientEdge, Node, get_gradient_edge
 
 from gradnorm.balancers.last_layer import LastLayer, last_layer_at, layer_kind
 
+#: the reason given when no task loss reaches W at all (GradNorm raises: nothing to balance)
+NOT_USED = "W is not used by the losses"
+
 
 def _node_type(make) -> type:
     return type(make().grad_fn)
@@ -94,7 +97,7 @@ def find_split(losses: Tensor, params: Sequence[Tensor]) -> Split | str:
                 pending[child] = 1
                 queue.append(child)
     if any(target not in pending for target in targets):
-        return "W is not used by the losses"
+        return NOT_USED
 
     # m(n) as bit masks, in topological order (a node once all its consumers are done).
     mask = dict.fromkeys(queue, 0)
