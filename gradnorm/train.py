@@ -15,6 +15,7 @@ import math
 import random
 import signal
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from torch import Tensor
 
-from gradnorm import distributed, run_record
+from gradnorm import distributed, io, run_record
 from gradnorm import progress as show
 from gradnorm.checkpoint import (
     CHECKPOINT,
@@ -431,7 +432,9 @@ def train(cfg: DictConfig, run_dir: str | Path, *, progress_bar: bool | None = N
             return finish(run_record.FAILED, str(err))
         except Exception as err:  # noqa: BLE001 - any failure while training is recorded as "failed"
             progress.close()
-            log.info("failed at step %d", step, exc_info=True)  # the traceback goes to run.log only
+            log.info("failed at step %d", step, exc_info=True)  # the traceback: run.log and error.log
+            if main_process:
+                io.write_text(run_dir / "error.log", traceback.format_exc())
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
             return finish(run_record.FAILED, f"{type(err).__name__} at step {step}: {first}; {kept_checkpoint()}")
     progress.close()

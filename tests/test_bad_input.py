@@ -30,7 +30,7 @@ def snapshot(directory: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["balancer=gradnrom"], ["unknown balancer 'gradnrom'", "choose one of: equal, fixed, gradnorm, gradnorm_static, grid, uncertainty"]),
+        (["balancer=gradnrom"], ["unknown balancer 'gradnrom'", "choose one of: cagrad, dwa, equal, famo, fixed, gradnorm, gradnorm_static, grid, imtl, mgda, nash_mtl, pcgrad, rlw, uncertainty"]),
         (["alpha=-0.5"], ["alpha must be a number >= 0, got -0.5"]),
         (["alpha=abc"], ["alpha must be a number >= 0, got 'abc'"]),
         (["balancer=fixed", "balancer.weights=[1,2,3]"], ["weights must be a list of 2 positive numbers", "got 3"]),

@@ -61,7 +61,7 @@ class NashMTL(GradientBalancer):
             alpha = nash_weights(gram, self.alpha.cpu().numpy(), self.max_iter, self.tol)
             if alpha is not None:
                 self.alpha.copy_(torch.from_numpy(alpha))
-        return self.alpha.cpu().numpy()
+        return self.alpha.cpu().numpy().copy()  # a copy: the buffer changes at the next update
 
     def finish_shared(self, params):
         if self.max_norm <= 0:
