@@ -28,13 +28,13 @@ import torch
 from torch import nn
 
 from gradnorm.balancers.base import Balancer
-from gradnorm.balancers.scalar_optim import ScalarOptimizer
+from gradnorm.balancers.scalar_optim import SavesOptimizer, ScalarOptimizer
 from gradnorm.config import as_float
 
 EPS = 1e-8
 
 
-class FAMO(Balancer):
+class FAMO(SavesOptimizer, Balancer):
     """Loss weights c z_i / L_i with z = softmax(ξ) learned to equalise the log-loss decrease rates.
 
     Args:
@@ -97,9 +97,3 @@ class FAMO(Balancer):
         stepped = self._stepper.step(self.logits.detach().tolist(), grad.tolist())
         with torch.no_grad():
             self.logits.copy_(torch.tensor(stepped))
-
-    def get_extra_state(self):
-        return {"optimizer": self.optimizer.state_dict()}
-
-    def set_extra_state(self, state) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from gradnorm import distributed
 from gradnorm.balancers.base import Balancer
 from gradnorm.balancers.last_layer import find_last_layer, squared_norm
-from gradnorm.balancers.scalar_optim import ScalarOptimizer
+from gradnorm.balancers.scalar_optim import SavesOptimizer, ScalarOptimizer
 from gradnorm.balancers.task_split import NOT_USED, Split, SplitFinder
 from gradnorm.config import as_float
 
@@ -54,7 +54,7 @@ OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
 WEIGHT_FLOOR = 1e-6
 
 
-class GradNorm(Balancer):
+class GradNorm(SavesOptimizer, Balancer):
     """Adaptive task weights that equalise the tasks' gradient norms at the last shared layer.
 
     Args:
@@ -272,12 +272,9 @@ class GradNorm(Balancer):
         self.num_updates.add_(1)
         progress.steps += 1
 
-    def get_extra_state(self):
-        return {"optimizer": self.optimizer.state_dict()}
-
     def set_extra_state(self, state) -> None:
         # Called by load_state_dict after the buffers are loaded.
-        self.optimizer.load_state_dict(state["optimizer"])
+        super().set_extra_state(state)
         self._sync_progress()
 
     def _sync_progress(self) -> None:

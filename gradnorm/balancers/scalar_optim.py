@@ -78,6 +78,20 @@ class ScalarOptimizer:
         self._steps, self._exp_avg, self._exp_avg_sq = 0, [0.0] * size, [0.0] * size
 
 
+class SavesOptimizer:
+    """Mixin for a balancer with its own optimiser (``self.optimizer``) over its scalars: the
+    optimiser's state travels in the balancer's ``state_dict()`` (``_extra_state``), so that a
+    resumed run continues the same Adam moments."""
+
+    optimizer: torch.optim.Optimizer
+
+    def get_extra_state(self):
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def set_extra_state(self, state) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
 def _float32(values: list[float]) -> list[float]:
     """Round to float32, as the moments are stored in a float32 tensor by torch.optim.Adam."""
     return array("f", values).tolist()

@@ -20,10 +20,10 @@ import torch
 from torch import Tensor, nn
 
 from gradnorm.balancers.base import Balancer
-from gradnorm.balancers.scalar_optim import ScalarOptimizer
+from gradnorm.balancers.scalar_optim import SavesOptimizer, ScalarOptimizer
 
 
-class Uncertainty(Balancer):
+class Uncertainty(SavesOptimizer, Balancer):
     """Homoscedastic-uncertainty task weights w_i = exp(−s_i), s_i learned with the network."""
 
     name = "uncertainty"
@@ -68,9 +68,3 @@ class Uncertainty(Balancer):
         self._pending = None
         with torch.no_grad():
             self.log_variances.copy_(torch.tensor(stepped))
-
-    def get_extra_state(self):
-        return {"optimizer": self.optimizer.state_dict()}
-
-    def set_extra_state(self, state) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
