@@ -18,7 +18,8 @@ from gradnorm import io
 from gradnorm.report import claims as C
 from gradnorm.report.claims import paper
 from gradnorm.report.curves import band, plot_band, seed_frame, series, smooth
-from gradnorm.report.runs import Run, method_of
+from gradnorm.report.runs import Run
+from gradnorm.report.runs import group_by_t as runs_by_t
 from gradnorm.report.stats import spearman
 from gradnorm.report.style import (
     method_color,
@@ -56,14 +57,7 @@ def toy_sigmas(run: Run) -> list[float]:
 
 def group_by_t(runs: list[Run]) -> dict[int, dict[str, list[Run]]]:
     """Completed runs -> {T: {method: runs}} for the three methods of Figure 2."""
-    out: dict[int, dict[str, list[Run]]] = {}
-    for run in runs:
-        if run.status != "completed" or not run.task_names:
-            continue
-        method, _ = method_of(run.config, run.choices)
-        if method in COMPARED:
-            out.setdefault(len(run.task_names), {}).setdefault(method, []).append(run)
-    return dict(sorted(out.items()))
+    return runs_by_t(runs, COMPARED)
 
 
 def report(runs: list[Run], out: Path, footer: str = "", prefix: str = "") -> tuple[list[Path], list[C.ClaimResult]]:

@@ -18,7 +18,7 @@ import numpy as np
 from gradnorm import io
 from gradnorm.report import claims as C
 from gradnorm.report.curves import plot_band, seed_frame
-from gradnorm.report.runs import Run, method_of
+from gradnorm.report.runs import Run, group_by_t
 from gradnorm.report.style import method_color, method_label, new_figure, save_figure
 from gradnorm.report.tables import DASH, fmt, fmt_mean_std, markdown, seed_stats
 
@@ -32,20 +32,9 @@ BENCH_JSON = Path(__file__).resolve().parents[2] / "results" / "bench" / "bench.
 METRIC = "task_normalized_loss"
 
 
-def group_runs(runs: list[Run]) -> dict[int, dict[str, list[Run]]]:
-    """Completed runs -> {T: {method: runs}}."""
-    out: dict[int, dict[str, list[Run]]] = {}
-    for run in runs:
-        if run.status != "completed" or not run.task_names:
-            continue
-        method, _ = method_of(run.config, run.choices)
-        out.setdefault(len(run.task_names), {}).setdefault(method, []).append(run)
-    return dict(sorted(out.items()))
-
-
 def report(runs: list[Run], out: Path, footer: str = "", prefix: str = "",
            bench: str | Path | None = None) -> tuple[list[Path], list[C.ClaimResult]]:
-    groups = group_runs(runs)
+    groups = group_by_t(runs)
     bench_rows = read_bench(Path(bench) if bench else BENCH_JSON)
     files = figure(groups, out / f"{prefix}methods_curves")
     text = ("# Toy regression: GradNorm against the later methods\n\n"

@@ -147,6 +147,18 @@ def method_of(config: dict, choices: dict) -> tuple[str, str]:
     return balancer, method_label(balancer, config.get("balancer") or {})
 
 
+def group_by_t(runs: list[Run], methods: tuple[str, ...] | None = None) -> dict[int, dict[str, list[Run]]]:
+    """Completed runs -> {T: {method: runs}}, T ascending; only ``methods`` when given."""
+    out: dict[int, dict[str, list[Run]]] = {}
+    for run in runs:
+        if run.status != "completed" or not run.task_names:
+            continue
+        method, _ = method_of(run.config, run.choices)
+        if methods is None or method in methods:
+            out.setdefault(len(run.task_names), {}).setdefault(method, []).append(run)
+    return dict(sorted(out.items()))
+
+
 def _row(run: Run, root) -> dict:
     summary = run.summary or {}
     config, choices = run.config, run.choices
