@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import torch
 
+from gradnorm.checkpoint import CHECKPOINT
 from gradnorm.cli import compose
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +46,27 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     """(summary.json, history.csv) of a run directory."""
     summary = json.loads((run_dir / "summary.json").read_text())
     return summary, pd.read_csv(run_dir / "history.csv")
+
+
+def assert_same_run(expected_dir: Path, got_dir: Path) -> None:
+    """Two runs ended alike: the same history (bit for bit), summary (but wall time and config) and
+    checkpointed state (model, balancer with its ``_extra_state`` if any, optimiser, scheduler)."""
+    (expected, expected_history), (got, got_history) = read_run(expected_dir), read_run(got_dir)
+    pd.testing.assert_frame_equal(got_history, expected_history, check_exact=True)
+    for key in ("status", "weights", "mean_weights", "metrics", "metrics_step", "steps"):
+        assert got.get(key) == expected.get(key), key
+    expected_state = torch.load(expected_dir / CHECKPOINT, weights_only=True)
+    got_state = torch.load(got_dir / CHECKPOINT, weights_only=True)
+    for part in ("model", "balancer"):
+        for name, value in expected_state[part].items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(got_state[part][name], value), (part, name)
+    assert str(got_state["balancer"].get("_extra_state")) == str(expected_state["balancer"].get("_extra_state"))
+    for index, state in expected_state["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(got_state["optimizer"]["state"][index][name]), torch.as_tensor(value)), \
+                ("optimizer", index, name)
+    assert got_state.get("scheduler") == expected_state.get("scheduler")
 
 
 def error_lines(stderr: str) -> list[str]:

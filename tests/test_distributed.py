@@ -1,8 +1,9 @@
 """Data parallelism on CPU (2 processes, Gloo): the task weights are identical on every rank at every
 step and equal to those of one process on the same global batch; so are the network's parameters.
 
-Two levels: the balancers under DistributedDataParallel in a hand-written loop (every variant, every
-step, every rank), and the real command line under ``torchrun`` against an in-process run."""
+Two levels: the balancers (the paper's and the later methods) under DistributedDataParallel in a
+hand-written loop (every variant, every step, every rank), and the real command line under
+``torchrun`` against an in-process run."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from cli_runs import TINY, read_run, run_cli, tiny_config
 from torch.nn.parallel import DistributedDataParallel
 
 from gradnorm import distributed
-from gradnorm.balancers import GradNorm, Uncertainty
+from gradnorm.balancers import DWA, FAMO, MGDA, RLW, CAGrad, GradNorm, NashMTL, PCGrad, Uncertainty
 from gradnorm.checkpoint import CHECKPOINT
 from gradnorm.data import ToyRegression
 from gradnorm.models import MLP
@@ -30,13 +31,29 @@ SCALES = {"a": 1.0, "b": 10.0, "c": 0.3}
 LOCAL_BATCH, STEPS = 8, 6
 ADAM = functools.partial(torch.optim.Adam, lr=0.025)
 SGD = functools.partial(torch.optim.SGD, lr=0.02)  # unlike Adam, SGD also sees a wrong scale of the norms
+#: the paper's balancers: weights to 1e-5, parameters to 1e-6, different weights at every step
+EXACT, EVERY_STEP = (0.0, 1e-5, 1e-6), STEPS
+#: the later methods (float64 Gram matrices, solvers): to 1e-4 relative; weights that change at all
+#: (DWA's first two steps are at equal weights)
+LOOSE, CHANGED = (1e-4, 1e-5, 1e-5), 2
 VARIANTS = {
-    # name: (balancer factory, whether the per-task features are passed to backward)
-    "gradnorm-one-backward": (lambda: GradNorm(3, alpha=1.5, optimizer=ADAM), True),
-    "gradnorm-one-backward-sgd": (lambda: GradNorm(3, alpha=1.5, optimizer=SGD), True),
-    "gradnorm-batched-autograd-sgd": (lambda: GradNorm(3, alpha=1.5, optimizer=SGD), False),
-    "gradnorm-norm-at-features-sgd": (lambda: GradNorm(3, alpha=0.5, optimizer=SGD, norm_at="features"), True),
-    "uncertainty-sgd": (lambda: Uncertainty(3, optimizer=SGD), False),
+    # name: (balancer factory, per-task features passed to backward?, (rtol, atol weights, atol params),
+    #        how many distinct weight vectors the steps must show)
+    "gradnorm-one-backward": (lambda: GradNorm(3, alpha=1.5, optimizer=ADAM), True, EXACT, EVERY_STEP),
+    "gradnorm-one-backward-sgd": (lambda: GradNorm(3, alpha=1.5, optimizer=SGD), True, EXACT, EVERY_STEP),
+    "gradnorm-batched-autograd-sgd": (lambda: GradNorm(3, alpha=1.5, optimizer=SGD), False, EXACT, EVERY_STEP),
+    "gradnorm-norm-at-features-sgd": (lambda: GradNorm(3, alpha=0.5, optimizer=SGD, norm_at="features"), True,
+                                      EXACT, EVERY_STEP),
+    "uncertainty-sgd": (lambda: Uncertainty(3, optimizer=SGD), False, EXACT, EVERY_STEP),
+    # the later methods (docs/methods.md): gradient-based ones at every shared parameter, MGDA-UB at z
+    "pcgrad": (lambda: PCGrad(3, seed=1), True, LOOSE, CHANGED),
+    "mgda": (lambda: MGDA(3), True, LOOSE, CHANGED),
+    "mgda-ub": (lambda: MGDA(3, at="representation"), True, LOOSE, CHANGED),
+    "cagrad": (lambda: CAGrad(3), True, LOOSE, CHANGED),
+    "nash_mtl": (lambda: NashMTL(3), True, LOOSE, CHANGED),
+    "famo": (lambda: FAMO(3, optimizer=SGD), True, LOOSE, CHANGED),
+    "dwa": (lambda: DWA(3, window=1), True, LOOSE, CHANGED),
+    "rlw": (lambda: RLW(3, seed=2), True, LOOSE, CHANGED),
 }
 
 
@@ -53,11 +70,12 @@ def global_batches(world: int):
 def train_steps(variant: str, batches, rank: int, world: int):
     """The training loop's step (forward, balancer.backward, optimiser step, balancer.step) on this
     rank's slice of every global batch; returns the weights after each step and the parameters."""
-    make_balancer, pass_features = VARIANTS[variant]
+    make_balancer, pass_features, _, _ = VARIANTS[variant]
     torch.manual_seed(1)
     net = MLP(6, HEADS, width=8, depth=3)
     model = DistributedDataParallel(net) if world > 1 else net
     balancer = make_balancer()
+    shared = net.shared_parameters() if balancer.needs == "shared" else net.last_shared_parameters()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.05)
     weights = []
     for x, targets in batches:
@@ -65,7 +83,7 @@ def train_steps(variant: str, batches, rank: int, world: int):
         predictions, features = model(x[rows])
         losses = torch.stack([((predictions[k] - targets[k][rows]) ** 2).mean() for k in HEADS])
         optimizer.zero_grad()
-        balancer.backward(losses, net.last_shared_parameters(), features=features if pass_features else None)
+        balancer.backward(losses, shared, features=features if pass_features else None)
         optimizer.step()
         balancer.step()
         weights.append(balancer.weights)
@@ -104,11 +122,14 @@ def test_balancer_under_ddp_matches_one_process_on_the_global_batch(two_process_
         assert torch.equal(p0, p1), "parameters differ across ranks"
 
     single_weights, single_params = train_steps(variant, global_batches(2), rank=0, world=1)
-    assert torch.allclose(weights0, single_weights, rtol=0, atol=1e-5), (weights0, single_weights)
+    _, _, (rtol, atol_weights, atol_params), distinct = VARIANTS[variant]
+    assert torch.allclose(weights0, single_weights, rtol=rtol, atol=atol_weights), (weights0, single_weights)
     for p_ddp, p_single in zip(params0, single_params):
-        assert torch.allclose(p_ddp, p_single, rtol=0, atol=1e-6)
-    # The weights did move (otherwise the comparison proves little), each step differently.
-    assert (weights0 - 1).abs().max() > 0.02 and len({tuple(w.tolist()) for w in weights0}) == STEPS
+        assert torch.allclose(p_ddp, p_single, rtol=rtol, atol=atol_params)
+    # The weights did move (otherwise the comparison proves little).
+    assert len({tuple(w.tolist()) for w in weights0}) >= distinct
+    if distinct == STEPS:
+        assert (weights0 - 1).abs().max() > 0.02
 
 
 def test_torchrun_matches_one_process_with_twice_the_batch(tmp_path):

@@ -9,33 +9,15 @@ import subprocess
 import sys
 import time
 
-import pandas as pd
 import pytest
 import torch
-from cli_runs import RUN_PY, TINY, error_lines, read_run, run_cli, tiny_config
+from cli_runs import RUN_PY, TINY, assert_same_run, error_lines, read_run, run_cli, tiny_config
 
 from gradnorm.checkpoint import CHECKPOINT
 from gradnorm.config import ConfigError
 from gradnorm.train import train
 
 SCHEDULER = "trainer.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:3,gamma:0.5}"
-
-
-def assert_same_run(expected_dir, got_dir) -> None:
-    """Same history (bit for bit), summary (but wall time and config) and checkpointed state."""
-    (expected, expected_history), (got, got_history) = read_run(expected_dir), read_run(got_dir)
-    pd.testing.assert_frame_equal(got_history, expected_history, check_exact=True)
-    for key in ("status", "weights", "mean_weights", "metrics", "metrics_step", "steps"):
-        assert got[key] == expected[key], key
-    expected_state = torch.load(expected_dir / CHECKPOINT, weights_only=True)
-    got_state = torch.load(got_dir / CHECKPOINT, weights_only=True)
-    for part in ("model", "balancer"):
-        for name, value in expected_state[part].items():
-            if isinstance(value, torch.Tensor):
-                assert torch.equal(got_state[part][name], value), (part, name)
-    assert got_state["optimizer"]["state"][0]["exp_avg"].equal(expected_state["optimizer"]["state"][0]["exp_avg"])
-    assert got_state["scheduler"] == expected_state["scheduler"]
-    assert str(got_state["balancer"]["_extra_state"]) == str(expected_state["balancer"]["_extra_state"])
 
 
 @pytest.mark.parametrize("balancer", ["gradnorm", "uncertainty"])
