@@ -439,6 +439,8 @@ def memory_in_subprocess(names: list[str], args) -> tuple[dict, str | None]:
                "--device", args.device, "--size", "x".join(map(str, args.size)), "--batch", str(args.batch)]
     if args.threads:
         command += ["--threads", str(args.threads)]
+    if args.balancers:
+        command += ["--balancers", ",".join(args.balancers)]
     # The same gradnorm as this process (the checkout's, not whichever one is installed).
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=path))
@@ -548,6 +550,9 @@ def _parse_args(argv: list[str] | None):
     parser.add_argument("--cases", default="all", help="comma-separated, or all (default): mlp_t2, mlp_t10, every\n"
                         "registered image backbone (convnet, the bench's small SegNet, while there is none)\n"
                         f"and the plain networks given only W ({', '.join(PLAIN_CASES)}); on request: {', '.join(OPTIONAL_CASES)}")
+    parser.add_argument("--balancers", default="all", help="the rows of these balancers (conf/balancer names, comma-\n"
+                        "separated, e.g. gradnorm,pcgrad), or all (default); equal weights, the reference of\n"
+                        "every ratio, is always measured")
     parser.add_argument("--quick", action="store_true", help="a few rounds: a short look, not a measurement")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--size", default=None, help="image HEIGHTxWIDTH (default: 288x384 on a GPU, 64x96 on a CPU)")
@@ -584,7 +589,22 @@ def _parse_args(argv: list[str] | None):
     unknown = [n for n in args.names if n not in available] or ([] if args.names else [args.cases])
     if unknown:
         raise SystemExit(f"error: unknown case {unknown[0]!r}; choose from {', '.join(available)} (comma-separated) or all")
+    groups = list(dict.fromkeys(row.group for row in ROWS))
+    given = args.balancers
+    asked = [b.strip() for b in given.split(",") if b.strip()]
+    args.balancers = None if given == "all" else list(dict.fromkeys(["equal", *asked]))
+    unknown = [b for b in args.balancers or [] if b not in groups] or ([] if asked else [given])
+    if unknown:
+        raise SystemExit(f"error: unknown balancer {unknown[0]!r}; choose from {', '.join(groups)} (comma-separated) or all")
     return args
+
+
+def make_selected_case(name: str, device: torch.device, args) -> Case:
+    """:func:`make_case` with only the rows of the balancers asked for (``--balancers``)."""
+    case = make_case(name, device, args)
+    if args.balancers:
+        case.rows = tuple(row for row in case.rows if row.group in args.balancers)
+    return case
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -602,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
             _return_freed_memory_at_once()
         if memory_method(device) is None:
             raise SystemExit("error: no way to measure peak memory here (needs /proc/self/clear_refs or a GPU)")
-        print(json.dumps({name: measure_memory(make_case(name, device, args), device) for name in args.names}))
+        print(json.dumps({name: measure_memory(make_selected_case(name, device, args), device) for name in args.names}))
         return 0
 
     info = machine_info(device)
@@ -613,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     cases = []
     for name in args.names:
-        case = make_case(name, device, args)
+        case = make_selected_case(name, device, args)
         print(f"bench: {name} ({case.rounds} rounds)", file=sys.stderr, flush=True)
         try:
             measure_time(case, device, args.warmup, clock)

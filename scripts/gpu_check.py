@@ -66,7 +66,8 @@ def run_tests(args) -> dict:
 
 def run_bench(args, out: Path) -> tuple[dict, dict]:
     command = [sys.executable, "scripts/bench.py", "--cases", ",".join(args.backbones), "--size", args.size,
-               "--batch", str(args.batch), "--rounds", str(args.rounds), "--out", str(out / "bench")]
+               "--batch", str(args.batch), "--rounds", str(args.rounds), "--balancers", args.bench_balancers,
+               "--out", str(out / "bench")]
     if args.allow_cpu and not torch.cuda.is_available():
         command += ["--device", "cpu", "--threads", "1"]
     result = _run(command, LIMITS["bench"] * args.scale)
@@ -171,8 +172,8 @@ Written by `scripts/gpu_check.py`; the method is in docs/performance.md ("On a G
 
 ## 2. Step time per backbone ({args.size.replace('x', '×')}, batch {args.batch}, bf16 autocast, channels-last, cuDNN autotuning)
 
-`{bench_result['command'].replace(sys.executable, 'python')}`: {_status(bench_result)}. Full table (every
-balancer): `results/bench/gpu/bench/README.md`.
+`{bench_result['command'].replace(sys.executable, 'python')}`: {_status(bench_result)}. Full table (the rows of
+`--bench-balancers {args.bench_balancers}`): `results/bench/gpu/bench/README.md`.
 
 {chr(10).join(rows)}
 
@@ -191,6 +192,9 @@ def _parse_args(argv):
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5, help="bench rounds per backbone")
     parser.add_argument("--backbones", default=",".join(BACKBONES))
+    parser.add_argument("--bench-balancers", default="gradnorm",
+                        help="bench rows (scripts/bench.py --balancers): GradNorm's variants and equal weights\n"
+                             "(default), or all to add every other balancer (longer than the 8-minute budget)")
     parser.add_argument("--train-steps", type=int, default=200)
     parser.add_argument("--train-images", type=int, default=96)
     parser.add_argument("--train-batch", type=int, default=24, help="training batch (default: the paper's 24)")

@@ -55,3 +55,13 @@ def test_unknown_case_is_one_clear_error(bench):
         bench.main(["--cases", "mlp_t2,segnett"])
     with pytest.raises(SystemExit, match="--size must be HEIGHTxWIDTH"):
         bench.main(["--size", "64"])
+
+
+def test_balancers_option_keeps_their_rows_and_equal_weights(bench, tmp_path, restore_threads):
+    out = tmp_path / "bench"
+    assert bench.main(["--quick", "--threads", "1", "--rounds", "1", "--cases", "mlp_t2", "--balancers", "pcgrad",
+                       "--out", str(out)]) == 0
+    rows = json.loads((out / "bench.json").read_text())["cases"]["mlp_t2"]["rows"]
+    assert list(rows) == ["equal", "pcgrad"] and rows["equal"]["ratio"] == 1.0 and rows["pcgrad"]["ratio"] > 0
+    with pytest.raises(SystemExit, match=r"error: unknown balancer 'gradnrm'; choose from equal, fixed"):
+        bench.main(["--balancers", "gradnorm,gradnrm"])
