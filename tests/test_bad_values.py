@@ -26,6 +26,8 @@ BAD_VALUES = [
     (["seed=1.5"], ["seed must be an integer", "1.5"]),
     (["alpha=-1"], ["alpha must be a number >= 0", "-1"]),
     (["alpha=inf"], ["alpha must be a number >= 0", "inf"]),
+    (["alpha=-0.5"], ["alpha must be a number >= 0, got -0.5"]),
+    (["alpha=abc"], ["alpha must be a number >= 0, got 'abc'"]),
     (["tasks=[task_5]"], ["tasks", "'task_5'", "task_0, task_1"]),
     (["tasks=[]"], ["tasks must be a non-empty list of task names", "task_0"]),
     (["tasks=task_0"], ["tasks must be a non-empty list of task names", "'task_0'"]),
@@ -79,6 +81,8 @@ BAD_VALUES = [
     (["balancer=uncertainty", "balancer.optimizer.lr=-1"], ["balancer", "learning rate", "-1"]),
     (["balancer=fixed"], ["balancer", "weights", "required"]),
     (["balancer=fixed", "balancer.weights=[1,0]"], ["weights must be a number > 0, got 0"]),
+    (["balancer=fixed", "balancer.weights=[1,-2]"], ["weights must be a number > 0, got -2"]),
+    (["balancer=fixed", "balancer.weights=[1,2,3]"], ["weights must be a list of 2 positive numbers", "got 3"]),
     (["balancer=grid", "balancer.index=-1"], ["balancer.index must be a non-negative integer, got -1"]),
     (["balancer=grid", "balancer.high=-1"], ["balancer.high must be a number > 0, got -1"]),
     (["balancer=gradnorm_static"], ["balancer", "from_run", "required"]),
@@ -109,13 +113,12 @@ def test_bad_value_is_one_config_error(tmp_path, one_thread, overrides, fragment
     assert not (tmp_path / "run" / "summary.json").exists()
 
 
-#: the real command line, for the cases the issue names (exit 2, one line, no run folder left)
+#: the real command line (exit 2, one line, no run folder left): one case for each way a bad value is
+#: found, the ConfigErrors of train() (the rest of them above, at compose level: the command line
+#: prints any ConfigError the same way) and the model check made before training
 CLI_CASES = [
     (["tasks=[task_5]"], "tasks=[task_5]: unknown task 'task_5'"),
-    (["trainer.optimizer.lr=-1"], "trainer.optimizer"),
     (["model=segnet"], "model=segnet does not fit dataset=toy"),
-    (["trainer.max_steps=0"], "trainer.max_steps must be a positive integer, got 0"),
-    (["trainer.device=tpu"], "trainer.device must be one of"),
 ]
 
 

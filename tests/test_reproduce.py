@@ -1,6 +1,7 @@
 """End to end on tiny settings: scripts/reproduce.py runs the sweeps through `run.py -m`, chains
 GradNorm -> GradNorm static, and writes the results folder and REPORT.md."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -63,18 +64,27 @@ def test_grid_experiment_chains_gradnorm_into_static_runs(tmp_path):
     assert "| GradNorm static |" in table and "sweep `toy_grid/grid`: 20 runs expected, 0" in table
 
 
-def test_unknown_experiment_is_one_line_error():
-    result = _reproduce("nope")
-    assert result.returncode == 2
-    assert result.stderr.strip().startswith("error: unknown experiment 'nope'; choose one of: alpha_nyuv2,")
+@pytest.fixture(scope="module")
+def reproduce():
+    """scripts/reproduce.py as a module: its main() in this process (no start-up of its own)."""
+    spec = importlib.util.spec_from_file_location("reproduce_script", ROOT / "scripts" / "reproduce.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_dry_run_prints_every_sweep_command():
-    result = _reproduce("table1", "--dry-run", "hydra/launcher=submitit_slurm")
-    assert result.returncode == 0, result.stderr
-    assert [line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("==> [table1] sweep")] == [
+def test_unknown_experiment_is_one_line_error(reproduce, capsys):
+    assert reproduce.main(["nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: unknown experiment 'nope'; choose one of: alpha_nyuv2,")
+
+
+def test_dry_run_prints_every_sweep_command(reproduce, capsys):
+    assert reproduce.main(["table1", "--dry-run", "hydra/launcher=submitit_slurm"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split("'")[1] for line in out.splitlines() if line.startswith("==> [table1] sweep")] == [
         "single_task", "baselines", "gradnorm", "static", "later_methods", "later_dwa"]
-    assert "9 runs" in result.stdout and "hydra/launcher=submitit_slurm" in result.stdout
+    assert "9 runs" in out and "hydra/launcher=submitit_slurm" in out
 
 
 def test_report_run_is_logged_to_wandb_offline_and_skipped_with_logger_none(tmp_path):
