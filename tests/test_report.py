@@ -375,3 +375,21 @@ def test_figure4_and_figure7_say_which_sign_is_better_and_what_the_error_bars_ar
     ax = figures[0].axes[0]
     assert "(> 0: better than equal weights)" in ax.get_ylabel()
     assert "GradNorm, toy T=2: mean ± std over 2 seeds" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_a_std_band_on_a_log_axis_stops_at_the_lowest_seed():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gradnorm.report.curves import plot_band
+
+    frame = pd.DataFrame({"s0": [0.1, 0.2], "s1": [0.1, 0.2], "s2": [10.0, 20.0]}, index=[0, 1])  # mean − std < 0
+    lows = {}
+    for log in (False, True):
+        fig, ax = plt.subplots()
+        plot_band(ax, frame, "k", None, log=log)
+        lows[log] = ax.collections[0].get_paths()[0].vertices[:, 1].min()
+        plt.close(fig)
+    assert lows[False] < 0 and lows[True] == pytest.approx(0.1)

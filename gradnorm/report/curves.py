@@ -40,13 +40,18 @@ def smooth(values: pd.Series, fraction: float = 0.01) -> pd.Series:
 BAND_ALPHA = 0.35
 
 
-def plot_band(ax, frame: pd.DataFrame, color, label: str | None, spread: str = "std") -> None:
-    """Mean line with a band over seeds: ± std (``spread="std"``) or min–max (``"range"``, fainter)."""
+def plot_band(ax, frame: pd.DataFrame, color, label: str | None, spread: str = "std", log: bool = False) -> None:
+    """Mean line with a band over seeds: ± std (``spread="std"``) or min–max (``"range"``, fainter).
+
+    ``log``: for a log axis, a std band that would reach zero or below stops at the lowest seed.
+    """
     if frame.empty:
         return
     stats = band(frame)
     low, high = ((stats["mean"] - stats["std"], stats["mean"] + stats["std"]) if spread == "std"
                  else (stats["min"], stats["max"]))
+    if log:
+        low = low.where(low > 0, stats["min"])
     if frame.shape[1] > 1:  # under the line, opaque enough to see on noisy curves
         ax.fill_between(stats.index, low, high, color=color, alpha=BAND_ALPHA, lw=0)
     ax.plot(stats.index, stats["mean"], color=color, label=label, lw=1.0)

@@ -114,7 +114,7 @@ def figure(groups: dict[int, dict[str, list[Run]]], base: Path) -> list[Path]:
         for method in ordered(by_method):
             frame = seed_frame(by_method[method], METRIC)
             lw_label = f"{method_label(method)} (n={frame.shape[1]})"
-            plot_band(ax, frame, method_color(method), lw_label)
+            plot_band(ax, frame, method_color(method), lw_label, log=True)
         ax.set_yscale("log")
         ax.set_title(f"T={T}: task-normalised test loss\n(mean ± std over seeds)")
         ax.set_ylabel("Σ_i L_i(t) / L_i(0)")
