@@ -26,7 +26,7 @@ lint: $(STAMP) ## ruff
 reproduce-toy: $(STAMP) ## the toy reproduction (paper Figure 2): sweep, then results/toy/
 	$(PY) scripts/reproduce.py toy
 
-bench: $(STAMP) ## step time and memory of every balancer vs equal weights -> results/bench/ (BENCH_ARGS="--quick")
+bench: $(STAMP) ## step time and memory of every balancer vs equal weights (~30 min on 2 cores) -> results/bench/ (BENCH_ARGS="--quick")
 	$(PY) scripts/bench.py $(BENCH_ARGS)
 
 gpu-check: $(STAMP) ## on a CUDA machine (< 8 min): cuda tests, backbone step times, 200 CLI steps -> results/bench/gpu/
@@ -40,7 +40,7 @@ SMOKE_NYUV2_OUT  := outputs/smoke-nyuv2
 SMOKE_NYUV2_ARGS := dataset.root=$(SMOKE_NYUV2_DATA) dataset.num_workers=0 trainer.device=cpu trainer.max_steps=2 \
   trainer.batch_size=2 trainer.eval_every=2 trainer.eval_batch_size=4 trainer.progress=false logger=none \
   --runs-dir $(SMOKE_NYUV2_OUT)/runs --out $(SMOKE_NYUV2_OUT)/results
-smoke-nyuv2: $(STAMP) ## NYUv2 pipeline on fake data: Table 1 and Figure 3 sweeps (3 backbones), tables, ~1-2 min on CPU
+smoke-nyuv2: $(STAMP) ## NYUv2 pipeline on fake data: Table 1 and Figure 3 sweeps (3 backbones), tables, ~4 min on 2 CPU cores
 	$(PY) scripts/make_fake_nyuv2.py $(SMOKE_NYUV2_DATA) --n-train 8 --n-val 4 --height 32 --width 48 --overwrite
 	rm -rf $(SMOKE_NYUV2_OUT)
 	OMP_NUM_THREADS=1 $(PY) scripts/reproduce.py table1 $(SMOKE_NYUV2_ARGS)
@@ -59,7 +59,7 @@ reproduce-toy-all: $(STAMP) ## Figure 2, toy grid search + GradNorm static (Fig.
 reproduce-toy-sensitivity: $(STAMP) ## which unstated choices decide Figure 2's claims (15 set-ups, ~1 h on 2 cores): results/toy_sensitivity/
 	$(PY) scripts/reproduce.py toy_sensitivity $(ARGS)
 
-reproduce-toy-methods: $(STAMP) ## GradNorm vs DWA, RLW, FAMO, PCGrad, MGDA, CAGrad, IMTL-G, Nash-MTL on the toy: results/toy_methods/
+reproduce-toy-methods: $(STAMP) ## GradNorm vs DWA, RLW, FAMO, PCGrad, MGDA, CAGrad, IMTL-G, Nash-MTL on the toy (~1 h on 2 cores): results/toy_methods/
 	$(PY) scripts/reproduce.py toy_methods $(ARGS)
 
 report: $(STAMP) ## tables, figures, results/REPORT.md from existing runs (RUNS=dir: just aggregate that folder)
