@@ -65,3 +65,18 @@ def test_balancers_option_keeps_their_rows_and_equal_weights(bench, tmp_path, re
     assert list(rows) == ["equal", "pcgrad"] and rows["equal"]["ratio"] == 1.0 and rows["pcgrad"]["ratio"] > 0
     with pytest.raises(SystemExit, match=r"error: unknown balancer 'gradnrm'; choose from equal, fixed"):
         bench.main(["--balancers", "gradnorm,gradnrm"])
+
+
+def test_flops_at_w_counts_ws_forward_and_the_whole_step():
+    """scripts/flops_at_w.py (docs/performance.md's FLOP floor): W's forward is 2·batch·in·out
+    multiply-adds for a Linear W, and a step (forward and backward) costs more than three of it."""
+    spec = importlib.util.spec_from_file_location("flops_at_w", SCRIPT.parent / "flops_at_w.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from gradnorm.models import MLP
+
+    net = MLP(4, {"a": 2, "b": 3}, width=6, depth=2)
+    layer = net.last_shared_layer
+    step, w_forward = module.floor(net, torch.randn(5, 4))
+    assert w_forward == 2 * 5 * layer.in_features * layer.out_features
+    assert step > 3 * w_forward
