@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gradnorm import io
-from gradnorm.config import NOT_TRAINING_KEYS, ConfigError, key_in
+from gradnorm.config import NOT_TRAINING_KEYS, ConfigError, first_line, key_in
 
 #: where a run directory keeps its checkpoint
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -88,7 +88,7 @@ def load_checkpoint(path: str | Path) -> dict:
         raise ConfigError(f"cannot resume: checkpoint {path} is unreadable (not a file of tensors and plain "
                           "containers, which is all a safe load accepts)") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
-        first_sentence = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else type(err).__name__
+        first_sentence = first_line(err).split(". ")[0]
         raise ConfigError(f"cannot resume: checkpoint {path} is unreadable, truncated or corrupt "
                           f"({first_sentence})") from None
     required = {"model", "optimizer", "balancer", "step", "history", "config"}

@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gradnorm import distributed, io, progress, run_record
-from gradnorm.config import CONF_DIR, NOT_TRAINING_KEYS, ConfigError, key_in
+from gradnorm.config import CONF_DIR, NOT_TRAINING_KEYS, ConfigError, first_line, key_in
 from gradnorm.train import train
 
 EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
@@ -82,7 +82,7 @@ def _shown(path: Path) -> Path:
 
 
 def _fail(err: Exception, run_dir: Path, cfg: DictConfig, multirun: bool, code: int, trace: str | None = None):
-    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    message = first_line(err)
     if code != EXIT_CONFIG or _launch_rank() == 0:  # a config error is the same on every torchrun process
         print(f"error: {message}", file=sys.stderr)
     if not multirun:

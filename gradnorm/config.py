@@ -32,6 +32,13 @@ class ConfigError(ValueError):
     """A config value is not allowed. The message names the key, the value and what is allowed."""
 
 
+def first_line(err: BaseException, default: str | None = None) -> str:
+    """The first line of an error's message, for a one-line report; ``default`` (the error's type
+    name unless given) when the message is empty."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else (type(err).__name__ if default is None else default)
+
+
 def as_float(value, name: str, *, minimum: float | None = None, strict: bool = False) -> float:
     """Convert a config value to a finite float (``> minimum`` when ``strict``, else ``>=``), or raise
     a :class:`ConfigError` that names the key, the value and what is allowed."""

@@ -36,7 +36,7 @@ from gradnorm.checkpoint import (
     restore,
     write_checkpoint,
 )
-from gradnorm.config import CONF_DIR, ConfigError, TrainerSettings, check_config
+from gradnorm.config import CONF_DIR, ConfigError, TrainerSettings, check_config, first_line
 from gradnorm.tasks import Task, WeightedMean
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def build(node, name: str, **kwargs):
         cause = err.__cause__
         if isinstance(cause, ValueError | TypeError):
             raise ConfigError(f"{name}: {cause}") from None
-        raise ConfigError(f"{name}: {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"{name}: {first_line(err)}") from None
 
 
 def call(factory, name: str, *args):
@@ -66,8 +66,7 @@ def call(factory, name: str, *args):
     try:
         return factory(*args)
     except (ValueError, TypeError) as err:
-        raise ConfigError(f"{name}: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
-                          ) from None
+        raise ConfigError(f"{name}: {first_line(err)}") from None
 
 
 def choose_tasks(data, tasks) -> None:
@@ -435,7 +434,7 @@ def train(cfg: DictConfig, run_dir: str | Path, *, progress_bar: bool | None = N
             log.info("failed at step %d", step, exc_info=True)  # the traceback: run.log and error.log
             if main_process:
                 io.write_text(run_dir / "error.log", traceback.format_exc())
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            return finish(run_record.FAILED, f"{type(err).__name__} at step {step}: {first}; {kept_checkpoint()}")
+            return finish(run_record.FAILED,
+                          f"{type(err).__name__} at step {step}: {first_line(err, default='')}; {kept_checkpoint()}")
     progress.close()
     return finish(run_record.COMPLETED)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gradnorm.config import ConfigError
+from gradnorm.config import ConfigError, first_line
 from gradnorm.data.base import MultiTaskData, step_indices
 from gradnorm.tasks import Depth, Normals, Segmentation, Task
 
@@ -216,7 +216,7 @@ def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
             shape, fortran_order, dtype = read(f)
             offset = f.tell()
     except (OSError, ValueError) as err:
-        raise ConfigError(f"corrupt NYUv2 file {path}: not a readable .npy file ({_first_line(err)})") from None
+        raise ConfigError(f"corrupt NYUv2 file {path}: not a readable .npy file ({first_line(err)})") from None
     if dtype.kind not in "biuf":
         raise ConfigError(f"corrupt NYUv2 file {path}: dtype {dtype} is not numeric")
     expected = offset + int(np.prod(shape)) * dtype.itemsize
@@ -232,12 +232,7 @@ def load_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as err:
-        raise ValueError(f"corrupt NYUv2 file {path}: {_first_line(err)}") from None
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+        raise ValueError(f"corrupt NYUv2 file {path}: {first_line(err)}") from None
 
 
 class Augmentation:
