@@ -44,9 +44,9 @@ from torch import Tensor, nn
 
 from gradnorm import io
 from gradnorm.balancers import GradNorm
-from gradnorm.balancers.gradnorm import per_task_norms
+from gradnorm.balancers.gradnorm import parameter_list, per_task_norms
 from gradnorm.cli import compose
-from gradnorm.config import CONF_DIR
+from gradnorm.config import CONF_DIR, first_line
 from gradnorm.models import MLP, MultiTaskModel
 from gradnorm.tasks import Regression, Task
 from gradnorm.train import autocast_dtype, build, params_for, seed_everything, train_step
@@ -71,9 +71,7 @@ class NaiveGradNorm(GradNorm):
     def backward(self, losses, shared_params=(), features=None):
         losses = self._check_losses(losses)
         w = self.task_weights.detach().to(device=losses.device, dtype=losses.dtype)
-        if isinstance(shared_params, nn.Module):  # as GradNorm reads a module: a layer's weight, else all
-            leaf = next(shared_params.children(), None) is None
-            shared_params = [shared_params.weight] if leaf else list(shared_params.parameters())
+        shared_params = parameter_list(shared_params)  # W as GradNorm reads it
         per_loss = [torch.autograd.grad(loss, shared_params, retain_graph=True) for loss in losses]
         (w * losses).sum().backward()
         grads = [self._global_mean(torch.stack(g)) for g in zip(*per_loss)]
@@ -638,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             measure_time(case, device, args.warmup, clock)
         except Exception as err:  # noqa: BLE001 - one backbone that fails must not lose the others
-            case.error = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+            case.error = f"{type(err).__name__}: {first_line(err, default='')}"
             print(f"error: case {name}: {case.error}", file=sys.stderr)
         cases.append(case)
     info["load_after"] = os.getloadavg()[0]

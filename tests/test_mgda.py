@@ -4,6 +4,7 @@ normalisations, and MGDA-UB's gradients at the representation on a real MLP."""
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -99,3 +100,26 @@ def test_bad_options():
         MGDA(2, at="heads")
     with pytest.raises(ValueError, match="needs the per-task features"):
         MGDA(2, at="representation").backward(torch.ones(2, requires_grad=True), [])
+
+
+def test_a_graph_that_cannot_be_batched_falls_back_task_by_task_with_one_warning(monkeypatch):
+    """The shared gradients.vjps route (as GradNorm's under torch.compile): a batched backward that
+    fails gives way to one backward per task, the same direction, and one warning."""
+    original = torch.autograd.grad
+
+    def no_batching(*args, **kwargs):
+        if kwargs.get("is_grads_batched"):
+            raise RuntimeError("Batching rule not implemented for aten::mm.out\nmore")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", no_batching)
+    balancer = MGDA(2)
+    with pytest.warns(RuntimeWarning, match=r"MGDA: the backward pass cannot be batched .*aten::mm\.out\); one per"):
+        losses, theta, heads, _, _ = linear_problem([[1.0, 0.0], [0.0, 2.0]], head_grads=[1.0, -1.0])
+        balancer.backward(losses, [theta])
+    assert theta.grad.tolist() == pytest.approx([0.8, 0.4], abs=1e-12) and heads.grad.tolist() == [1.0, -1.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning: the balancer goes task by task from now on
+        losses, theta, _, _, _ = linear_problem([[1.0, 0.0], [0.0, 2.0]])
+        balancer.backward(losses, [theta])
+    assert theta.grad.tolist() == pytest.approx([0.8, 0.4], abs=1e-12)

@@ -35,6 +35,7 @@ which averages Σ_i β_i ∇_θ L_i^local into the global Σ_i β_i ∇_θ L_i.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -43,6 +44,7 @@ from torch import Tensor
 
 from gradnorm import distributed
 from gradnorm.balancers.base import Balancer
+from gradnorm.config import first_line
 
 PLACES = ("shared", "representation")
 
@@ -70,6 +72,7 @@ class GradientBalancer(Balancer):
         self.needs = "shared" if at == "shared" else "last_shared"
         self.register_buffer("coefficients_used", torch.ones(num_tasks))
         self._keys = [f"{self.log_prefix or ''}beta_{i}" for i in range(num_tasks)]
+        self._unbatchable = False  # a batched backward failed: the tasks' gradients one by one
 
     @property
     def weights(self) -> Tensor:
@@ -89,7 +92,11 @@ class GradientBalancer(Balancer):
             params = [p for p in shared_params if p.requires_grad]
             if not params:
                 raise ValueError(f"{type(self).__name__} needs the shared parameters (shared_params)")
-            grads = task_gradients(losses, params)
+            grads, failed = task_gradients(losses, params, batched=not self._unbatchable)
+            if failed is not None:
+                self._unbatchable = True
+                warnings.warn(f"{type(self).__name__}: the backward pass cannot be batched over the tasks ({failed}); "
+                              "one per task", RuntimeWarning, stacklevel=2)
             gram = gram_matrix(grads)
         else:
             if features is None or len(features) != self.num_tasks:
@@ -123,20 +130,36 @@ class GradientBalancer(Balancer):
         return f"num_tasks={self.num_tasks}, at={self.at!r}"
 
 
-def task_gradients(losses: Tensor, params: Sequence[Tensor]) -> list[Tensor]:
+def vjps(outputs: Sequence[Tensor], params: Sequence[Tensor], grad_outputs: Sequence[Tensor],
+         batched: bool = True) -> tuple[list[Tensor], str | None]:
+    """The T vector-Jacobian products of ``outputs`` with the T rows of each ``grad_outputs`` tensor,
+    on ``params``: one tensor of shape (T, *p.shape) per parameter; the graph is kept.
+
+    One backward pass batched over the rows (``is_grads_batched``) when ``batched``; where the graph
+    cannot be batched (e.g. a ``torch.compile``d backward: "Batching rule not implemented for
+    aten::mm.out") one backward per row instead. Returns the products and, when the batched pass
+    failed, the first line of its error (the caller warns once and passes ``batched=False`` after).
+    """
+    kwargs = dict(retain_graph=True, allow_unused=True, materialize_grads=True)
+    failed = None
+    if batched:
+        try:
+            return list(torch.autograd.grad(list(outputs), list(params), grad_outputs=list(grad_outputs),
+                                            is_grads_batched=True, **kwargs)), None
+        except RuntimeError as err:
+            failed = first_line(err)
+    rows = grad_outputs[0].shape[0]
+    per_row = [torch.autograd.grad(list(outputs), list(params), grad_outputs=[g[i] for g in grad_outputs], **kwargs)
+               for i in range(rows)]
+    return [torch.stack(g) for g in zip(*per_row)], failed
+
+
+def task_gradients(losses: Tensor, params: Sequence[Tensor], batched: bool = True) -> tuple[list[Tensor], str | None]:
     """Per-task gradients of the T losses on ``params``, each of shape (T, *param.shape), averaged
-    over data-parallel processes; one batched ``autograd.grad`` (the graph is kept)."""
-    num_tasks = losses.numel()
-    grads = torch.autograd.grad(
-        losses,
-        list(params),
-        grad_outputs=torch.eye(num_tasks, device=losses.device, dtype=losses.dtype),
-        is_grads_batched=True,
-        retain_graph=True,
-        allow_unused=True,
-        materialize_grads=True,
-    )
-    return [distributed.all_reduce_mean(g) for g in grads]
+    over data-parallel processes, by :func:`vjps` (also its second value)."""
+    eye = torch.eye(losses.numel(), device=losses.device, dtype=losses.dtype)
+    grads, failed = vjps([losses], params, [eye], batched)
+    return [distributed.all_reduce_mean(g) for g in grads], failed
 
 
 def gram_matrix(grads: Sequence[Tensor]) -> np.ndarray:

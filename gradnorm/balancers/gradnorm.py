@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from gradnorm import distributed
 from gradnorm.balancers.base import Balancer
+from gradnorm.balancers.gradients import vjps
 from gradnorm.balancers.last_layer import find_last_layer, squared_norm
 from gradnorm.balancers.scalar_optim import SavesOptimizer, ScalarOptimizer
 from gradnorm.balancers.task_split import NOT_USED, Split, SplitFinder
@@ -118,7 +119,7 @@ class GradNorm(SavesOptimizer, Balancer):
         """``shared_params``: W, as parameters or as a module (a layer's ``weight``, as
         ``MultiTaskModel.last_shared_parameters``; a module with submodules: all its parameters)."""
         losses = self._check_losses(losses)
-        shared_params = _parameter_list(shared_params)
+        shared_params = parameter_list(shared_params)
         if self._progress.steps % self.every != 0:
             self._progress.weight_grad = None
             return super().backward(losses, shared_params)
@@ -206,21 +207,13 @@ class GradNorm(SavesOptimizer, Balancer):
         return (distributed.all_reduce_sum(squared) / world**2).sqrt()
 
     def _per_task_grads(self, outputs, params, batched_grad_outputs) -> list[Tensor]:
-        """(T, *p.shape) per parameter: the vector-Jacobian products of ``outputs`` with the T rows of
-        ``batched_grad_outputs``, in one backward pass batched over the tasks (``is_grads_batched``),
-        or task by task where the graph cannot be batched (e.g. a ``torch.compile``d backward)."""
-        kwargs = dict(retain_graph=True, allow_unused=True, materialize_grads=True)
-        if not self._unbatchable:
-            try:
-                return list(torch.autograd.grad(outputs, params, grad_outputs=batched_grad_outputs,
-                                                is_grads_batched=True, **kwargs))
-            except RuntimeError as err:  # e.g. "Batching rule not implemented for aten::mm.out"
-                self._unbatchable = True
-                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                self._note(f"the backward pass cannot be batched over the tasks ({first}); one per task")
-        per_task = [torch.autograd.grad(outputs, params, grad_outputs=[g[i] for g in batched_grad_outputs], **kwargs)
-                    for i in range(self.num_tasks)]
-        return [torch.stack(g) for g in zip(*per_task)]
+        """(T, *p.shape) per parameter: :func:`gradients.vjps`, batched over the tasks until that fails
+        once (then task by task, with one warning)."""
+        grads, failed = vjps(outputs, params, batched_grad_outputs, batched=not self._unbatchable)
+        if failed is not None:
+            self._unbatchable = True
+            self._note(f"the backward pass cannot be batched over the tasks ({failed}); one per task")
+        return grads
 
     def _note(self, reason: str) -> None:
         """Warn once per reason that GradNorm takes a slower (still exact) route."""
@@ -312,7 +305,9 @@ def _usable_features(features, num_tasks: int) -> bool:
     return len(bases) == 1 and len({id(n) for n in nodes}) == num_tasks
 
 
-def _parameter_list(shared_params) -> list[Tensor]:
+def parameter_list(shared_params) -> list[Tensor]:
+    """W as a list of tensors: a layer (a module without submodules) gives its ``weight``, any other
+    module all its parameters, an iterable its tensors; those that need no gradient are left out."""
     if isinstance(shared_params, nn.Module):
         weight = getattr(shared_params, "weight", None)
         leaf = next(shared_params.children(), None) is None
