@@ -74,13 +74,16 @@ class FAMO(SavesOptimizer, Balancer):
 
     def backward(self, losses, shared_params=(), features=None):
         losses = self._check_losses(losses)
-        current = self._global_mean(losses.detach()).double().cpu()
-        shifted = current - self.min_losses.cpu() + EPS
+        # The T losses, m_i, the previous losses and ξ on the host in one transfer (one sync on a GPU).
+        host = torch.cat([t.to(device=losses.device, dtype=torch.float64) for t in (
+            self._global_mean(losses.detach()), self.min_losses, self.previous_losses, self.logits.detach())]).cpu()
+        current, mins, previous, logits = host.split(self.num_tasks)
+        shifted = current - mins + EPS
         if not bool((shifted > 0).all()):
             raise ValueError(f"FAMO needs losses above min_losses, got {current.tolist()}")
-        if not bool(torch.isnan(self.previous_losses).any()):
-            self._update_logits(current)
-        z = torch.softmax(self.logits.detach().double().cpu(), dim=0)
+        if not bool(torch.isnan(previous).any()):
+            logits = self._update_logits(shifted, previous - mins + EPS, logits)
+        z = torch.softmax(logits, dim=0)
         w = z / shifted
         w = w / w.sum()  # w_i = c z_i / L_i with c = 1 / Σ_j z_j / L_j
         self.task_weights.copy_(w.float())
@@ -88,12 +91,12 @@ class FAMO(SavesOptimizer, Balancer):
         (w.to(device=losses.device, dtype=losses.dtype) * losses).sum().backward()
         return dict(zip(self._keys, z.tolist()))
 
-    def _update_logits(self, current: torch.Tensor) -> None:
-        mins = self.min_losses.cpu()
-        delta = (self.previous_losses.cpu() - mins + EPS).log() - (current - mins + EPS).log()
-        logits = self.logits.detach().double().cpu()
+    def _update_logits(self, shifted: torch.Tensor, previous_shifted: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """One step of ξ's optimiser on J_zᵀ δ + γ ξ (host float64 tensors); returns the new ξ."""
+        delta = previous_shifted.log() - shifted.log()
         z = torch.softmax(logits, dim=0)
         grad = z * (delta - (z * delta).sum()) + self.gamma * logits
-        stepped = self._stepper.step(self.logits.detach().tolist(), grad.tolist())
+        stepped = torch.tensor(self._stepper.step(logits.tolist(), grad.tolist()))  # float32, as ξ
         with torch.no_grad():
-            self.logits.copy_(torch.tensor(stepped))
+            self.logits.copy_(stepped)
+        return stepped.double()
