@@ -122,8 +122,8 @@ class TrainerSettings:
         if channels_last not in ("auto", True, False):
             raise ConfigError(f"trainer.channels_last must be one of auto, true, false; got {channels_last!r}")
         backend = cfg.get("ddp_backend")
-        if backend is not None:
-            choice(backend, "trainer.ddp_backend", ("null", "nccl", "gloo", "mpi"))
+        if backend is not None:  # the one check of the backend (distributed.setup takes it as given)
+            backend = None if choice(backend, "trainer.ddp_backend", ("null", "nccl", "gloo", "mpi")) == "null" else backend
         return cls(
             max_steps=positive_int(cfg.max_steps, "trainer.max_steps"),
             batch_size=positive_int(cfg.batch_size, "trainer.batch_size"),

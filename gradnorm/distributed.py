@@ -101,7 +101,7 @@ def setup(device: str = "auto", backend: str | None = None) -> torch.device:
     """Pick the device and, under ``torchrun`` (WORLD_SIZE > 1), join the process group.
 
     Each process uses ``cuda:LOCAL_RANK`` on GPUs; the backend is NCCL on GPUs and Gloo on CPUs
-    unless ``backend`` names one. The tasks of a submitit job (a Hydra sweep on SLURM with
+    unless ``backend`` names one (checked by ``config.TrainerSettings``). The tasks of a submitit job (a Hydra sweep on SLURM with
     ``hydra.launcher.tasks_per_node`` > 1) form one data-parallel run in the same way.
     """
     if device == "auto":
@@ -115,8 +115,6 @@ def setup(device: str = "auto", backend: str | None = None) -> torch.device:
     if world > 1 and device.startswith("cuda:"):
         raise ConfigError(f"trainer.device={device} pins one GPU, but torchrun started {world} processes; "
                           "use trainer.device=cuda or auto (process r takes cuda:LOCAL_RANK)")
-    if backend not in (None, "nccl", "gloo"):
-        raise ConfigError(f"trainer.ddp_backend must be null, nccl or gloo; got {backend!r}")
     if world > 1 and not is_initialized():
         backend = backend or ("nccl" if device.startswith("cuda") else "gloo")
         if device.startswith("cuda"):

@@ -417,7 +417,7 @@ def train(cfg: DictConfig, run_dir: str | Path, *, progress_bar: bool | None = N
                     logger.log({k: v for k, v in row.items() if k != "step"}, step=step)
                 step += 1
                 progress.update(1)
-                if step % max(1, settings.max_steps // 100) == 0:
+                if not progress.disable and step % max(1, settings.max_steps // 100) == 0:
                     progress.set_postfix_str(show.postfix(last_loss, balancer.weights.tolist()), refresh=False)
                 # Every process stops after the same step, also when a signal reached only some of them.
                 stop_now = distributed.any_process(stop.requested, device)

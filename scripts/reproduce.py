@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.report_only:
             chosen = _chosen(experiment, args.sweeps)
             code = run_sweeps(experiment, runs_dir, args.overrides, args.dry_run, chosen)
-            if not code and experiment.followup and not args.dry_run and (not args.sweeps or "followup" in args.sweeps):
+            if not code and experiment.followup and not args.dry_run and (not args.sweeps or "followup" in _names(args.sweeps)):
                 code = run_sweeps(experiment, runs_dir, args.overrides, False, followups(experiment, runs_dir))
             if code:
                 return code
@@ -169,10 +169,15 @@ def _record_time(runs_dir: Path, sweep: str, seconds: float) -> None:
     path.write_text(json.dumps(times, indent=1) + "\n")
 
 
+def _names(names: str) -> list[str]:
+    """``--sweeps a,b`` -> ["a", "b"]."""
+    return [n.strip() for n in names.split(",") if n.strip()]
+
+
 def _chosen(experiment, names: str | None) -> list[str]:
     if not names:
         return list(experiment.sweeps)
-    wanted = [n.strip() for n in names.split(",") if n.strip() and n.strip() != "followup"]
+    wanted = [n for n in _names(names) if n != "followup"]
     unknown = [n for n in wanted if n not in experiment.sweeps]
     if unknown:
         raise ExperimentError(f"unknown sweep {unknown[0]!r} of {experiment.name}; choose from: "

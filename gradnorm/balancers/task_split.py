@@ -152,12 +152,9 @@ def find_split(losses: Tensor, params: Sequence[Tensor]) -> Split | str:
 
 def _layer_of(target: Node, weight: Tensor, order: list[Node], children: dict) -> Node | None:
     """The one node that uses W (through a transpose or casts), when W is used once, else None."""
-    users: dict[Node, list[Node]] = {}
     node = target
     while True:
-        if node not in users:  # consumers of this node only: one scan of the graph per hop
-            users = {node: [c for c in order if any(child is node for child, _, _ in children[c])]}
-        found = users[node]
+        found = [c for c in order if any(child is node for child, _, _ in children[c])]  # this node's consumers
         if len(found) != 1:
             return None
         node = found[0]

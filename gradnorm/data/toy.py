@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gradnorm.config import as_float, boolean, integer
+from gradnorm.config import as_float, boolean, choice, integer
 from gradnorm.data.base import InMemoryData
 from gradnorm.tasks import Regression
 
@@ -80,10 +80,8 @@ class ToyRegression(InMemoryData):
                             ("output_dim", output_dim)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"dataset.{name} must be a positive integer, got {value!r}")
-        if spread_as not in ("std", "variance"):
-            raise ValueError(f"dataset.spread_as must be one of std, variance; got {spread_as!r}")
-        if not isinstance(fresh_samples, bool):
-            raise ValueError(f"dataset.fresh_samples must be true or false, got {fresh_samples!r}")
+        choice(spread_as, "dataset.spread_as", ("std", "variance"))
+        boolean(fresh_samples, "dataset.fresh_samples")
         b_std = as_float(b_std, "dataset.b_std", minimum=0)
         eps_std = as_float(eps_std, "dataset.eps_std", minimum=0)
         if spread_as == "variance":  # N(0, 10) read as a variance: standard deviation √10

@@ -57,7 +57,6 @@ FORMATS = {"fig2.lowest_test_loss": "{:+.1f}%", "fig2.weights_favour_small_sigma
            "fig4.no_random_beats_gradnorm": "{:.0f}", "fig4.negative_correlation": "{:.2f}"}
 MARK = {C.REPRODUCED: "✓", C.PARTLY: "◐", C.NOT_REPRODUCED: "✗", C.NO_DATA: "–"}
 VERDICT_COLORS = {C.REPRODUCED: "#7fc97f", C.PARTLY: "#fdd96a", C.NOT_REPRODUCED: "#f4a582", C.NO_DATA: "#eeeeee"}
-SEP = "__"  # a follow-up sweep's folder: <setting>__grid
 #: a setting in which no method brings the task-normalised test loss below this fraction of its start
 #: (T) has barely trained: its verdicts are about the start of training
 BARELY_TRAINED = 0.9
@@ -159,15 +158,11 @@ def report(runs: list[Run], out: Path, footer: str = "", reference: str = "defau
     files.append(io.write_text(out / "decides.md", decides_markdown(groups, cells, grids, reference, timing, settings)))
     verdicts = [c.result for s, by_t in cells.items() for T, by_claim in by_t.items() for c in by_claim.values()]
     verdicts += [c.result for s, by_claim in grids.items() for c in by_claim.values()]
-    for s, by_t in cells.items():  # the setting's name is part of each verdict's setting
-        for by_claim in by_t.values():
-            for c in by_claim.values():
-                c.result.setting = f"{c.result.setting}, {s}"
-                c.result.shown_in = "claims_map.md"
-    for s, by_claim in grids.items():
-        for c in by_claim.values():
-            c.result.setting = f"{c.result.setting}, {s}"
-            c.result.shown_in = "claims_map.md"
+    named = [(s, c) for s, by_t in cells.items() for by_claim in by_t.values() for c in by_claim.values()]
+    named += [(s, c) for s, by_claim in grids.items() for c in by_claim.values()]
+    for s, c in named:  # the setting's name is part of each verdict's setting
+        c.result.setting = f"{c.result.setting}, {s}"
+        c.result.shown_in = "claims_map.md"
     return files, verdicts
 
 
