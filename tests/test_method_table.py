@@ -27,6 +27,13 @@ def test_every_conf_balancer_is_one_method_of_the_table():
         assert target.rsplit(".", 1)[-1] == METHODS[name].__name__
 
 
+def test_every_method_has_its_own_colour():
+    from matplotlib.colors import to_hex
+
+    colours = {name: to_hex(cls.color) for name, cls in METHODS.items() if not name.startswith("test_")}
+    assert len(set(colours.values())) == len(colours), colours
+
+
 def test_labels_take_their_fields_from_the_run_config():
     assert METHODS["gradnorm"].label_for({"alpha": 1.0}) == "GradNorm α=1"
     assert METHODS["gradnorm"].label_for({"alpha": 0.12}) == "GradNorm α=0.12"

@@ -29,7 +29,7 @@ class DWA(Balancer):
         window: steps per period (the paper: one epoch).
     """
 
-    name, label, color, log_prefix, needs = "dwa", "DWA", "#A6D854", "dwa/", "last_shared"
+    name, label, color, log_prefix, needs = "dwa", "DWA", "#8C564B", "dwa/", "last_shared"
 
     def __init__(self, num_tasks: int, temperature: float = 2.0, window: int = 20):
         super().__init__(num_tasks)

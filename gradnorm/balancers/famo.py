@@ -44,7 +44,7 @@ class FAMO(SavesOptimizer, Balancer):
         min_losses: m_i, a lower bound of each loss (default 0).
     """
 
-    name, label, color, log_prefix, needs = "famo", "FAMO", "#8DA0CB", "famo/", "last_shared"
+    name, label, color, log_prefix, needs = "famo", "FAMO", "#D62728", "famo/", "last_shared"
 
     def __init__(
         self,

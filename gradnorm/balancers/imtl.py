@@ -32,7 +32,7 @@ class IMTL(GradientBalancer):
         at: ``"representation"`` (the paper) or ``"shared"``.
     """
 
-    name, label, color, log_prefix, needs = "imtl", "IMTL-G", "gold", "imtl/", "last_shared"
+    name, label, color, log_prefix, needs = "imtl", "IMTL-G", "#000000", "imtl/", "last_shared"
 
     def __init__(self, num_tasks: int, at: str = "representation"):
         super().__init__(num_tasks, at=at)

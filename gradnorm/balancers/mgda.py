@@ -41,7 +41,7 @@ class MGDA(GradientBalancer):
         max_iter, tol: the solver's limits for T > 2.
     """
 
-    name, label, color, log_prefix, needs = "mgda", "MGDA", "tab:cyan", "mgda/", "shared"
+    name, label, color, log_prefix, needs = "mgda", "MGDA", "#17BECF", "mgda/", "shared"
 
     def __init__(self, num_tasks: int, at: str = "shared", normalization: str = "none",
                  max_iter: int = 200, tol: float = 1e-9):

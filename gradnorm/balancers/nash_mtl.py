@@ -39,7 +39,7 @@ class NashMTL(GradientBalancer):
         max_iter, tol: Newton's limits (stop when ||Kα − 1/α||_∞ ≤ tol).
     """
 
-    name, label, color, log_prefix, needs = "nash_mtl", "Nash-MTL", "tab:brown", "nash_mtl/", "shared"
+    name, label, color, log_prefix, needs = "nash_mtl", "Nash-MTL", "#E7298A", "nash_mtl/", "shared"
 
     def __init__(self, num_tasks: int, normalize_gram: bool = True, update_every: int = 1,
                  max_norm: float = 1.0, at: str = "shared", max_iter: int = 100, tol: float = 1e-9):

@@ -35,7 +35,7 @@ class PCGrad(GradientBalancer):
         at: ``"shared"`` (the paper) or ``"representation"``.
     """
 
-    name, label, color, log_prefix, needs = "pcgrad", "PCGrad", "tab:olive", "pcgrad/", "shared"
+    name, label, color, log_prefix, needs = "pcgrad", "PCGrad", "#BCBD22", "pcgrad/", "shared"
 
     def __init__(self, num_tasks: int, seed: int = 0, at: str = "shared"):
         super().__init__(num_tasks, at=at)
