@@ -10,12 +10,13 @@ STAMP  := $(VENV)/.installed-stamp
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# The suite with its dev tools; the exact torch/torchvision pair from constraints.txt (pyproject.toml has ranges).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[suite,dev]'
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install the project with its dev tools
+install: $(STAMP) ## create .venv and install the suite (torch 2.14.1, constraints.txt) with its dev tools
 
 test: $(STAMP) ## run the test suite (installs first if needed)
 	$(PY) -m pytest -q

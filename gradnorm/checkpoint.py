@@ -17,7 +17,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gradnorm import io
-from gradnorm.config import NOT_TRAINING_KEYS, ConfigError, first_line, key_in
+from gradnorm.checks import ConfigError, first_line
+from gradnorm.config import NOT_TRAINING_KEYS, key_in
 
 #: where a run directory keeps its checkpoint
 CHECKPOINT = Path("checkpoints") / "last.pt"

@@ -18,7 +18,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gradnorm import distributed, io, progress, run_record
-from gradnorm.config import CONF_DIR, NOT_TRAINING_KEYS, ConfigError, first_line, key_in
+from gradnorm.checks import ConfigError, first_line
+from gradnorm.config import CONF_DIR, NOT_TRAINING_KEYS, key_in
 from gradnorm.train import train
 
 EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130

@@ -1,9 +1,9 @@
-"""Checks of config values: a bad value becomes one clear error line, never a traceback.
+"""The suite's config: where the Hydra config tree lives, the keys that do not change training, and the
+checks of the trainer group and the top-level keys (:func:`check_config`).
 
-The value checks (:func:`as_float`, :func:`positive_int`, :func:`choice`) are used by every
-constructor that takes a config value (balancers, data sets) and by :func:`check_config` for the
-top-level keys; :class:`ConfigError` is what the command line prints as ``error: ...`` (exit 2).
-This module imports nothing of the project, so every other module may import it.
+The value checks themselves (:func:`as_float`, :func:`positive_int`, :class:`ConfigError`, ...) live in
+:mod:`gradnorm.checks`, which the library core uses too; this module is the suite's (it reads
+``conf/config.yaml``) and is imported by the command line, the training loop and the experiments only.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+
+from gradnorm.checks import ConfigError, as_float, boolean, choice, integer, positive_int
 
 #: conf/: the Hydra config tree (conf/<group>/*.yaml mirrors gradnorm/<package>/)
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -26,70 +28,6 @@ NOT_TRAINING_KEYS: tuple[str, ...] = tuple(
 def key_in(key: str, keys) -> bool:
     """Whether ``key`` is one of ``keys`` or below one of them (``logger.mode`` is below ``logger``)."""
     return any(key == k or key.startswith(k + ".") for k in keys)
-
-
-class ConfigError(ValueError):
-    """A config value is not allowed. The message names the key, the value and what is allowed."""
-
-
-def first_line(err: BaseException, default: str | None = None) -> str:
-    """The first line of an error's message, for a one-line report; ``default`` (the error's type
-    name unless given) when the message is empty."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else (type(err).__name__ if default is None else default)
-
-
-def as_float(value, name: str, *, minimum: float | None = None, strict: bool = False) -> float:
-    """Convert a config value to a finite float (``> minimum`` when ``strict``, else ``>=``), or raise
-    a :class:`ConfigError` that names the key, the value and what is allowed."""
-    allowed = "a number" if minimum is None else f"a number {'>' if strict else '>='} {minimum:g}"
-    if isinstance(value, bool):
-        raise ConfigError(f"{name} must be {allowed}, got {value!r}")
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be {allowed}, got {value!r}") from None
-    if out != out or out in (float("inf"), float("-inf")):
-        raise ConfigError(f"{name} must be {allowed}, got {value!r}")
-    if minimum is not None and (out < minimum or (strict and out == minimum)):
-        raise ConfigError(f"{name} must be {allowed}, got {value!r}")
-    return out
-
-
-def positive_int(value, name: str, *, allow_zero: bool = False) -> int:
-    allowed = "a non-negative integer" if allow_zero else "a positive integer"
-    if isinstance(value, bool):
-        raise ConfigError(f"{name} must be {allowed}, got {value!r}")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, str):
-        try:
-            value = int(value)
-        except ValueError:
-            raise ConfigError(f"{name} must be {allowed}, got {value!r}") from None
-    if not isinstance(value, int) or value < (0 if allow_zero else 1):
-        raise ConfigError(f"{name} must be {allowed}, got {value!r}")
-    return value
-
-
-def integer(value, name: str) -> int:
-    """An integer config value (a seed), or a ConfigError naming the key and the value."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    return value
-
-
-def boolean(value, name: str) -> bool:
-    """A true/false config value, or a ConfigError naming the key and the value."""
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
-    return value
-
-
-def choice(value, name: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)

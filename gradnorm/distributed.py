@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from gradnorm.config import ConfigError
+from gradnorm.checks import ConfigError
 
 __all__ = [
     "all_reduce_mean",

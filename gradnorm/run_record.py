@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from gradnorm import io
+
+if TYPE_CHECKING:  # pandas only where tables are made: GradNorm static reads a summary without it
+    import pandas as pd
 
 SUMMARY = "summary.json"
 HISTORY = "history.csv"
@@ -25,6 +28,8 @@ _PER_STEP_PREFIXES = ("weight/", "train_loss/")
 
 def history_frame(history: list[dict]) -> pd.DataFrame:
     """The history rows as a table: ``step``, the weights and the training losses first."""
+    import pandas as pd
+
     frame = pd.DataFrame(history)
     first = ["step"] + sorted(c for c in frame.columns if c.startswith("weight/")) + sorted(
         c for c in frame.columns if c.startswith("train_loss/"))
@@ -93,6 +98,8 @@ def read_summary(run_dir: str | Path) -> dict:
 
 def read_history(run_dir: str | Path) -> pd.DataFrame | None:
     """``history.csv`` of ``run_dir`` as a table; None if absent or unreadable."""
+    import pandas as pd
+
     try:
         return pd.read_csv(Path(run_dir) / HISTORY)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):

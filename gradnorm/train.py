@@ -36,7 +36,8 @@ from gradnorm.checkpoint import (
     restore,
     write_checkpoint,
 )
-from gradnorm.config import CONF_DIR, ConfigError, TrainerSettings, check_config, first_line
+from gradnorm.checks import ConfigError, first_line
+from gradnorm.config import CONF_DIR, TrainerSettings, check_config
 from gradnorm.tasks import Task, WeightedMean
 
 log = logging.getLogger(__name__)

@@ -45,8 +45,9 @@ from torch import Tensor, nn
 from gradnorm import io
 from gradnorm.balancers import GradNorm
 from gradnorm.balancers.gradnorm import parameter_list, per_task_norms
+from gradnorm.checks import first_line
 from gradnorm.cli import compose
-from gradnorm.config import CONF_DIR, first_line
+from gradnorm.config import CONF_DIR
 from gradnorm.models import MLP, MultiTaskModel
 from gradnorm.tasks import Regression, Task
 from gradnorm.train import autocast_dtype, build, params_for, seed_everything, train_step

@@ -28,7 +28,7 @@ import torch
 
 from gradnorm.balancers.gradients import GradientBalancer
 from gradnorm.balancers.simplex import solve_simplex_qp
-from gradnorm.config import as_float
+from gradnorm.checks import as_float
 
 EPS = 1e-8
 

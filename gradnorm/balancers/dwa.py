@@ -17,7 +17,7 @@ import math
 import torch
 
 from gradnorm.balancers.base import Balancer
-from gradnorm.config import as_float
+from gradnorm.checks import as_float
 
 
 class DWA(Balancer):

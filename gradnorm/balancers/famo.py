@@ -29,7 +29,7 @@ from torch import nn
 
 from gradnorm.balancers.base import Balancer
 from gradnorm.balancers.scalar_optim import SavesOptimizer, ScalarOptimizer
-from gradnorm.config import as_float
+from gradnorm.checks import as_float
 
 EPS = 1e-8
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from gradnorm.balancers.base import Balancer
-from gradnorm.config import as_float
+from gradnorm.checks import as_float
 
 
 class FixedWeights(Balancer):

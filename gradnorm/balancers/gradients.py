@@ -44,7 +44,7 @@ from torch import Tensor
 
 from gradnorm import distributed
 from gradnorm.balancers.base import Balancer
-from gradnorm.config import first_line
+from gradnorm.checks import first_line
 
 PLACES = ("shared", "representation")
 

@@ -45,7 +45,7 @@ from gradnorm.balancers.gradients import vjps
 from gradnorm.balancers.last_layer import find_last_layer, squared_norm
 from gradnorm.balancers.scalar_optim import SavesOptimizer, ScalarOptimizer
 from gradnorm.balancers.task_split import NOT_USED, Split, SplitFinder
-from gradnorm.config import as_float
+from gradnorm.checks import as_float
 
 OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
 

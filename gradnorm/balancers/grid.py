@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from gradnorm.balancers.fixed import FixedWeights
-from gradnorm.config import as_float
+from gradnorm.checks import as_float
 
 
 class GridWeights(FixedWeights):

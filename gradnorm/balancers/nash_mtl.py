@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from gradnorm.balancers.gradients import GradientBalancer
-from gradnorm.config import as_float
+from gradnorm.checks import as_float
 
 
 class NashMTL(GradientBalancer):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from gradnorm.balancers.base import Balancer
-from gradnorm.config import as_float
+from gradnorm.checks import as_float
 
 
 class RLW(Balancer):

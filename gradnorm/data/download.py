@@ -21,7 +21,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from gradnorm.config import ConfigError
+from gradnorm.checks import ConfigError
 from gradnorm.data.nyuv2 import SPLITS, SplitFiles
 
 #: The MTAN release (Liu et al., CVPR 2019, github.com/lorenmt/mtan): a Dropbox folder; ``dl=1``

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gradnorm.config import ConfigError, first_line
+from gradnorm.checks import ConfigError, first_line
 from gradnorm.data.base import MultiTaskData, step_indices
 from gradnorm.tasks import Depth, Normals, Segmentation, Task
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gradnorm.config import as_float, boolean, choice, integer
+from gradnorm.checks import as_float, boolean, choice, integer
 from gradnorm.data.base import InMemoryData
 from gradnorm.tasks import Regression
 
