@@ -8,14 +8,15 @@ command line's failure path, and read here, by reporting and by GradNorm static 
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from gradnorm import io
 
-if TYPE_CHECKING:  # pandas only where tables are made: GradNorm static reads a summary without it
+if TYPE_CHECKING:  # pandas only where tables are read: a run writes its history and summary without it
     import pandas as pd
 
 SUMMARY = "summary.json"
@@ -26,14 +27,13 @@ COMPLETED, FAILED, INTERRUPTED = "completed", "failed", "interrupted"
 _PER_STEP_PREFIXES = ("weight/", "train_loss/")
 
 
-def history_frame(history: list[dict]) -> pd.DataFrame:
-    """The history rows as a table: ``step``, the weights and the training losses first."""
-    import pandas as pd
-
-    frame = pd.DataFrame(history)
-    first = ["step"] + sorted(c for c in frame.columns if c.startswith("weight/")) + sorted(
-        c for c in frame.columns if c.startswith("train_loss/"))
-    return frame[first + [c for c in frame.columns if c not in first]] if len(frame) else frame
+def history_columns(history: list[dict]) -> list[str]:
+    """history.csv's columns: ``step``, the weights and the training losses, then the rest in the order
+    they first appear."""
+    seen = list(dict.fromkeys(key for row in history for key in row))
+    first = ["step"] + sorted(c for c in seen if c.startswith("weight/")) + sorted(
+        c for c in seen if c.startswith("train_loss/"))
+    return first + [c for c in seen if c not in first] if history else []
 
 
 def summarize(status: str, error: str | None, task_names: list[str], weights: list[float], history: list[dict],
@@ -80,7 +80,26 @@ def failed_summary(error: str, config: dict) -> dict:
 
 
 def write_history(run_dir: str | Path, history: list[dict]) -> Path:
-    return io.save_csv(Path(run_dir) / HISTORY, history_frame(history))
+    """history.csv with the csv module (a run need not import pandas), cell for cell as pandas writes
+    it: a missing value or NaN empty, a column of integers with a gap written as floats (``1.0``)."""
+    columns = history_columns(history)
+    integral = {c for c in columns if all(isinstance(row.get(c), int) and not isinstance(row.get(c), bool)
+                                          for row in history)}
+
+    def cell(value, column: str) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return ""
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value) if column in integral else repr(float(value))
+        return str(value)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as file:
+            out = csv.writer(file, lineterminator="\n")
+            out.writerow(columns)
+            out.writerows([cell(row.get(c), c) for c in columns] for row in history)
+
+    return io.atomic_write(Path(run_dir) / HISTORY, write)
 
 
 def write_summary(run_dir: str | Path, summary: dict) -> Path:

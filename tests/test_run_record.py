@@ -1,0 +1,33 @@
+"""The run record: history.csv written without pandas, read with it."""
+
+import pandas as pd
+
+from gradnorm import run_record
+
+#: rows as the loop makes them: evaluation columns on some rows only, a NaN loss, an int flag with gaps
+HISTORY = [
+    {"step": 0, "test_loss/b": 2.0, "test_loss/a": 1.0, "task_normalized_loss": 2.0, "weight/b": 1.0,
+     "weight/a": 1.0, "train_loss/b": 0.5, "train_loss/a": 1e-05, "gradnorm/gradnorm_loss": 3.0},
+    {"step": 1, "weight/b": 1.25, "weight/a": 0.75, "train_loss/b": float("nan"), "train_loss/a": float("inf"),
+     "skipped": 1},
+    {"step": 2, "weight/b": 1 / 3, "weight/a": 5 / 3, "train_loss/b": 1e16, "train_loss/a": -0.0,
+     "gradnorm/gradnorm_loss": 0.1},
+]
+
+
+def test_history_csv_is_what_pandas_writes_cell_for_cell(tmp_path):
+    """The csv module's file equals pandas' ``to_csv`` of the same rows (columns ordered: step, weights,
+    training losses, the rest as they first appear), and reads back to the same values."""
+    path = run_record.write_history(tmp_path, HISTORY)
+    frame = pd.DataFrame(HISTORY)
+    columns = ["step", "weight/a", "weight/b", "train_loss/a", "train_loss/b", "test_loss/b", "test_loss/a",
+               "task_normalized_loss", "gradnorm/gradnorm_loss", "skipped"]
+    assert run_record.history_columns(HISTORY) == columns
+    frame[columns].to_csv(tmp_path / "pandas.csv", index=False)
+    assert path.read_text() == (tmp_path / "pandas.csv").read_text()
+    assert path.read_text().splitlines()[2].endswith(",1.0")  # an int column with gaps is a float column
+    pd.testing.assert_frame_equal(run_record.read_history(tmp_path), frame[columns], check_exact=True)
+
+
+def test_an_empty_history_is_an_empty_file(tmp_path):
+    assert run_record.write_history(tmp_path, []).read_text() == pd.DataFrame([]).to_csv(index=False)
