@@ -17,10 +17,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gradnorm import distributed, io, progress, run_record
+from gradnorm import io, progress, run_record
 from gradnorm.checks import ConfigError, first_line
 from gradnorm.config import CONF_DIR, NOT_TRAINING_KEYS, key_in
-from gradnorm.train import train
 
 EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 log = logging.getLogger(__name__)
@@ -32,6 +31,11 @@ def main(cfg: DictConfig):
     """The Hydra task function: train, then exit according to the run's status."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+
+    # torch (with the training code) is imported here, where a run starts: `run.py --help`, a bad
+    # override and the preflight answer without it (a second instead of three).
+    from gradnorm import distributed
+    from gradnorm.train import train
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -83,6 +87,8 @@ def _shown(path: Path) -> Path:
 
 
 def _fail(err: Exception, run_dir: Path, cfg: DictConfig, multirun: bool, code: int, trace: str | None = None):
+    from gradnorm import distributed
+
     message = first_line(err)
     if code != EXIT_CONFIG or _launch_rank() == 0:  # a config error is the same on every torchrun process
         print(f"error: {message}", file=sys.stderr)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-
-import torch
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -43,6 +42,8 @@ def write_json(path: str | Path, obj) -> Path:
 
 
 def save_torch(path: str | Path, obj) -> Path:
+    import torch
+
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
@@ -60,6 +61,7 @@ def _jsonable(obj):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported: no need to import it here
+    if torch is not None and isinstance(obj, torch.Tensor):
         return _jsonable(obj.tolist())
     return obj

@@ -1,8 +1,13 @@
-"""The run record: history.csv written without pandas, read with it."""
+"""The run record written without pandas, read with it; the trainer's test-loss accumulator."""
+
+import math
 
 import pandas as pd
+import pytest
+import torch
 
 from gradnorm import run_record
+from gradnorm.tasks import NoMetrics, Regression, WeightedMean
 
 #: rows as the loop makes them: evaluation columns on some rows only, a NaN loss, an int flag with gaps
 HISTORY = [
@@ -31,3 +36,20 @@ def test_history_csv_is_what_pandas_writes_cell_for_cell(tmp_path):
 
 def test_an_empty_history_is_an_empty_file(tmp_path):
     assert run_record.write_history(tmp_path, []).read_text() == pd.DataFrame([]).to_csv(index=False)
+
+
+def test_weighted_mean_weights_batches_by_size():
+    mean = WeightedMean().to("cpu")
+    mean.update(torch.tensor(1.0), 3)
+    mean.update(torch.tensor(2.0), 1)
+    mean.update(torch.tensor(4.0, dtype=torch.float32), torch.tensor(2))
+    assert mean.compute().dtype == torch.float64
+    assert float(mean.compute()) == pytest.approx((3 * 1 + 1 * 2 + 2 * 4) / 6, rel=1e-15)
+    assert math.isnan(float(WeightedMean().compute()))  # nothing seen: 0/0
+
+
+def test_a_task_without_metrics_measures_nothing():
+    metrics = Regression("a", 2).metrics().to("cpu")
+    assert isinstance(metrics, NoMetrics)
+    metrics.update(torch.zeros(4, 2), torch.ones(4, 2))
+    assert metrics.compute() == {}

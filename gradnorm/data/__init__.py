@@ -1,7 +1,21 @@
-"""Data sets: each yields (inputs, {task: target}) batches and names its tasks."""
+"""Data sets: each yields (inputs, {task: target}) batches and names its tasks.
+
+NYUv2 is imported when first named (``from gradnorm.data import NYUv2``): its tasks' metrics need
+torchmetrics, which the toy never imports.
+"""
+
+from importlib import import_module
 
 from gradnorm.data.base import InMemoryData, MultiTaskData
-from gradnorm.data.nyuv2 import NYUv2
 from gradnorm.data.toy import ToyRegression
 
+#: name -> the module that defines it, imported on first use
+LAZY = {"NYUv2": "nyuv2"}
+
 __all__ = ["InMemoryData", "MultiTaskData", "NYUv2", "ToyRegression"]
+
+
+def __getattr__(name: str):
+    if name in LAZY:
+        return getattr(import_module(f"{__name__}.{LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,9 +1,21 @@
-"""Backbones: shared trunk + one head per task, each chosen by its ``conf/model/<name>.yaml`` (``_target_``)."""
+"""Backbones: shared trunk + one head per task, each chosen by its ``conf/model/<name>.yaml`` (``_target_``).
+
+The NYUv2 backbones build on torchvision, which takes seconds to import: they are imported when first
+named (``from gradnorm.models import SegNet``), so that the toy's MLP never pays it.
+"""
+
+from importlib import import_module
 
 from gradnorm.models.base import MultiTaskModel
-from gradnorm.models.fcn import FCN
 from gradnorm.models.mlp import MLP
-from gradnorm.models.resnet import ThinResNet
-from gradnorm.models.segnet import SegNet
+
+#: name -> the module that defines it, imported on first use
+LAZY = {"FCN": "fcn", "SegNet": "segnet", "ThinResNet": "resnet"}
 
 __all__ = ["FCN", "MLP", "MultiTaskModel", "SegNet", "ThinResNet"]
+
+
+def __getattr__(name: str):
+    if name in LAZY:
+        return getattr(import_module(f"{__name__}.{LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

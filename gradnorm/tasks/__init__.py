@@ -1,9 +1,30 @@
-"""Tasks: one small module per task with its loss and metrics."""
+"""Tasks: one small module per task with its loss and metrics.
 
-from gradnorm.tasks.base import DELTA_M_CONVENTIONS, Task, WeightedMean, delta_m, delta_m_all, delta_m_by_task
-from gradnorm.tasks.depth import Depth
-from gradnorm.tasks.normals import Normals
+NYUv2's tasks (depth, normals, segmentation) measure with torchmetrics, which takes seconds to import:
+they are imported when first named (``from gradnorm.tasks import Depth``), so that the toy never pays it.
+"""
+
+from importlib import import_module
+
+from gradnorm.tasks.base import (
+    DELTA_M_CONVENTIONS,
+    NoMetrics,
+    Task,
+    WeightedMean,
+    delta_m,
+    delta_m_all,
+    delta_m_by_task,
+)
 from gradnorm.tasks.regression import Regression
-from gradnorm.tasks.segmentation import Segmentation
 
-__all__ = ["DELTA_M_CONVENTIONS", "Depth", "Normals", "Regression", "Segmentation", "Task", "WeightedMean", "delta_m", "delta_m_all", "delta_m_by_task"]
+#: name -> the module that defines it, imported on first use
+LAZY = {"Depth": "depth", "Normals": "normals", "Segmentation": "segmentation"}
+
+__all__ = ["DELTA_M_CONVENTIONS", "Depth", "NoMetrics", "Normals", "Regression", "Segmentation", "Task",
+           "WeightedMean", "delta_m", "delta_m_all", "delta_m_by_task"]
+
+
+def __getattr__(name: str):
+    if name in LAZY:
+        return getattr(import_module(f"{__name__}.{LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

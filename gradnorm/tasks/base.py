@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import torch
-import torchmetrics
+import torch.distributed as dist
 from torch import Tensor
+
+if TYPE_CHECKING:  # torchmetrics (2 s to import, with torchvision) only where a task's metrics are built
+    from torchmetrics import MetricCollection
 
 
 class Task(ABC):
     """One output of a multitask network.
 
     Subclasses define :meth:`loss` (a scalar averaged over the batch, masked to valid targets) and
-    :meth:`metrics` (a fresh torchmetrics collection; accumulated over the whole test set and
-    reduced across processes by torchmetrics).
+    may define :meth:`metrics` (a fresh torchmetrics collection; accumulated over the whole test set
+    and reduced across processes by torchmetrics). A task without metrics of its own (the toy's)
+    has :class:`NoMetrics`, so that training it never imports torchmetrics.
     """
 
     #: channels (or features) of the head's output
@@ -28,9 +33,9 @@ class Task(ABC):
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
         """The training loss L_i, a scalar tensor."""
 
-    def metrics(self) -> torchmetrics.MetricCollection:
+    def metrics(self) -> MetricCollection | NoMetrics:
         """Test metrics named ``<prefix>/<metric>``; the test loss is handled by the trainer."""
-        return torchmetrics.MetricCollection({})
+        return NoMetrics()
 
     def metric_directions(self) -> dict[str, bool]:
         """Each metric's name -> whether higher is better (used by :func:`delta_m`)."""
@@ -40,22 +45,44 @@ class Task(ABC):
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-class WeightedMean(torchmetrics.Metric):
-    """Mean of per-batch values weighted by batch size, summed over processes."""
+class NoMetrics:
+    """The test metrics of a task that has none besides its loss: what the trainer calls of a
+    ``torchmetrics.MetricCollection`` (``to``, ``update``, ``compute``), measuring nothing."""
 
-    full_state_update = False
+    def to(self, device) -> NoMetrics:
+        return self
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        pass
+
+    def compute(self) -> dict[str, Tensor]:
+        return {}
+
+
+class WeightedMean:
+    """Mean of per-batch values weighted by batch size, summed over processes.
+
+    total = Σ_b w_b v_b and count = Σ_b w_b in float64; :meth:`compute` sums both over the processes
+    of a ``torchrun`` group (as torchmetrics' ``dist_reduce_fx="sum"`` did) and returns total / count.
+    """
 
     def __init__(self):
-        super().__init__()
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.total = torch.zeros((), dtype=torch.float64)
+        self.count = torch.zeros((), dtype=torch.float64)
+
+    def to(self, device) -> WeightedMean:
+        self.total, self.count = self.total.to(device), self.count.to(device)
+        return self
 
     def update(self, value: Tensor, weight: float | Tensor = 1.0) -> None:
         self.total += value.detach().double() * weight
         self.count += torch.as_tensor(weight, dtype=torch.float64, device=self.count.device)
 
     def compute(self) -> Tensor:
-        return self.total / self.count
+        sums = torch.stack([self.total, self.count])
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(sums)
+        return sums[0] / sums[1]
 
 
 def delta_m(metrics: Mapping[str, float], baselines: Mapping[str, float],
