@@ -1,4 +1,8 @@
-"""Experiment loggers: W&B (offline by default) or none. Only the main process logs."""
+"""Experiment loggers: W&B (offline by default) or none. Only the main process logs.
+
+An offline W&B run says where it went and how to upload it: a single run at its start, a sweep once at
+its end (:class:`WandbSweepHint`, a Hydra callback in conf/config.yaml), not once per job.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,11 @@ import os
 import sys
 import uuid
 from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
 
 class Logger:
@@ -58,7 +67,7 @@ class WandbLogger(Logger):
         self.run = wandb.init(config=config, dir=str(directory), reinit="finish_previous", id=run_id,
                               resume="allow" if resuming else None, settings=wandb.Settings(console="off"),
                               **kwargs)
-        if kwargs["mode"] == "offline" and resumable:  # say once where the run went and how to upload it
+        if kwargs["mode"] == "offline" and resumable and not in_sweep():  # where the run went, how to upload it
             where = getattr(self.run, "dir", None)
             folder = Path(where).parent if where else directory / "wandb"
             print(f"wandb: offline run in {folder}; upload with `wandb sync {folder}` (logger=none turns W&B off)",
@@ -97,6 +106,43 @@ class WandbLogger(Logger):
 
 #: file in a run folder holding the id of its W&B run
 WANDB_ID_FILE = "wandb_run_id.txt"
+
+
+def in_sweep() -> bool:
+    """Whether this process runs a job of a Hydra sweep (``run.py -m``), which the sweep speaks for."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+class WandbSweepHint(Callback):
+    """At the end of a sweep whose runs logged to W&B offline, one line: how many, where, how to upload.
+
+    The runs are the sweep's job folders that hold a W&B id (:data:`WANDB_ID_FILE`) and whose own config
+    (``.hydra/config.yaml``) logged offline; ``wandb sync --sync-all`` uploads every run of a ``wandb/``
+    folder not uploaded yet, from the folder above it.
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        runs: dict[Path, int] = {}
+        for id_file in Path(str(config.hydra.sweep.dir)).rglob(WANDB_ID_FILE):
+            try:
+                logger = OmegaConf.load(id_file.parent / ".hydra" / "config.yaml").logger
+                if logger.get("mode", "offline") == "offline":
+                    directory = Path(logger.get("dir") or Path.cwd()).resolve()
+                    runs[directory] = runs.get(directory, 0) + 1
+            except Exception:  # noqa: BLE001 - a folder without its config is not counted
+                continue
+        for directory, count in runs.items():
+            print(sync_hint(directory, count), flush=True)
+
+
+def sync_hint(directory: Path, runs: int) -> str:
+    """``wandb: 18 runs of this sweep logged offline to wandb/; upload them with `wandb sync --sync-all` ...``"""
+    here = Path.cwd().resolve()
+    directory = directory.resolve()
+    command = "wandb sync --sync-all" if directory == here else f"cd {directory} && wandb sync --sync-all"
+    folder = "wandb/" if directory == here else f"{directory / 'wandb'}/"
+    return (f"wandb: {runs} run{'s' if runs != 1 else ''} of this sweep logged offline to {folder}; upload them with "
+            f"`{command}` (logger=none turns W&B off)")
 
 
 def _run_id(run_dir: Path) -> tuple[str, bool]:

@@ -4,7 +4,9 @@ the final line, the run folder's name and run.log."""
 from __future__ import annotations
 
 from cli_runs import TINY, read_run, run_cli
+from omegaconf import OmegaConf
 
+from gradnorm.loggers import WANDB_ID_FILE, WandbSweepHint
 from gradnorm.progress import final_line, postfix, run_label, short_weights
 
 
@@ -42,10 +44,37 @@ def test_a_run_ends_with_one_line_names_its_folder_by_seed_and_logs_to_run_log(t
         assert event in log, (event, log)
 
 
-def test_a_sweep_prints_one_line_per_finished_job_and_no_bars(tmp_path):
-    result = run_cli(["-m", *[a for a in TINY if a != "trainer.progress=false"], "seed=0,1", "trainer.max_steps=2"],
-                     cwd=tmp_path)
+def test_a_sweep_prints_one_line_per_finished_job_no_bars_and_the_wandb_hint_once(tmp_path):
+    """With the W&B logger (disabled by WANDB_MODE here, so nothing is written) the jobs say nothing of
+    W&B; the sweep says once where its offline runs went."""
+    shown = [a for a in TINY if a not in ("trainer.progress=false", "logger=none")]
+    result = run_cli(["-m", *shown, "logger=wandb", "seed=0,1", "trainer.max_steps=2"], cwd=tmp_path,
+                     env={"WANDB_MODE": "disabled"})
     assert result.returncode == 0, result.stderr
     finished = [ln for ln in result.stdout.splitlines() if ln.startswith("completed: ")]
     assert len(finished) == 2 and "seed=0" in finished[0] and "seed=1" in finished[1]
     assert "it/s" not in result.stderr  # no per-job bars
+    assert [ln for ln in result.stdout.splitlines() if ln.startswith("wandb:")] == [
+        "wandb: 2 runs of this sweep logged offline to wandb/; upload them with `wandb sync --sync-all` "
+        "(logger=none turns W&B off)"]
+    assert "wandb" not in result.stderr
+
+
+def test_the_sweep_hint_counts_each_wandb_folder_s_offline_runs(tmp_path, monkeypatch, capsys):
+    """Jobs that logged online, or not to W&B, are not counted; runs under another logger.dir get
+    their own line with the command to run there."""
+    monkeypatch.chdir(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    jobs = {"0": "mode: offline\n  dir: null", "1": "mode: offline\n  dir: null", "2": "mode: online\n  dir: null",
+            "3": f"mode: offline\n  dir: {elsewhere}", "4": None}
+    for job, logger in jobs.items():
+        (tmp_path / "sweep" / job / ".hydra").mkdir(parents=True)
+        if logger:
+            (tmp_path / "sweep" / job / WANDB_ID_FILE).write_text("abc\n")
+            (tmp_path / "sweep" / job / ".hydra" / "config.yaml").write_text(f"logger:\n  {logger}\n")
+    WandbSweepHint().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}}))
+    assert sorted(capsys.readouterr().out.splitlines()) == sorted([
+        "wandb: 2 runs of this sweep logged offline to wandb/; upload them with `wandb sync --sync-all` "
+        "(logger=none turns W&B off)",
+        f"wandb: 1 run of this sweep logged offline to {elsewhere}/wandb/; upload them with "
+        f"`cd {elsewhere} && wandb sync --sync-all` (logger=none turns W&B off)"])
