@@ -11,6 +11,20 @@ CONF = str(ROOT / "conf")
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs the tests in parallel processes, one per core (pytest-xdist): each computes on one
+    # thread, and so do the processes it starts (two thread pools on one core wait on each other).
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The long tests (marked ``slow``) first: run in parallel, they start early and the short ones fill
+    the gaps, instead of one long test left running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
 
 def compose_config(*overrides: str):
     """The config `python run.py <overrides>` would get (without Hydra's runtime keys)."""
