@@ -68,6 +68,8 @@ def run_bench(args, out: Path) -> tuple[dict, dict]:
     command = [sys.executable, "scripts/bench.py", "--cases", ",".join(args.backbones), "--size", args.size,
                "--batch", str(args.batch), "--rounds", str(args.rounds), "--balancers", args.bench_balancers,
                "--out", str(out / "bench")]
+    if args.bench_warmup is not None:
+        command += ["--warmup", str(args.bench_warmup)]
     if args.allow_cpu and not torch.cuda.is_available():
         command += ["--device", "cpu", "--threads", "1"]
     result = _run(command, LIMITS["bench"] * args.scale)
@@ -195,6 +197,8 @@ def _parse_args(argv):
     parser.add_argument("--bench-balancers", default="gradnorm",
                         help="bench rows (scripts/bench.py --balancers): GradNorm's variants and equal weights\n"
                              "(default), or all to add every other balancer (longer than the 8-minute budget)")
+    parser.add_argument("--bench-warmup", type=int, default=None,
+                        help="bench warm-up steps per row (default: scripts/bench.py's, 3)")
     parser.add_argument("--train-steps", type=int, default=200)
     parser.add_argument("--train-images", type=int, default=96)
     parser.add_argument("--train-batch", type=int, default=24, help="training batch (default: the paper's 24)")
@@ -208,6 +212,8 @@ def _parse_args(argv):
     for name in ("batch", "rounds", "train_steps", "train_images", "train_batch"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.bench_warmup is not None and args.bench_warmup < 0:
+        parser.error("--bench-warmup must be at least 0")
     return args
 
 

@@ -50,7 +50,6 @@ def test_multirun_sweeps_balancers(tmp_path):
     assert targets == {"gradnorm.balancers.EqualWeights", "gradnorm.balancers.Uncertainty"}
 
 
-@pytest.mark.slow
 def test_bad_group_option_is_one_line_without_traceback(tmp_path):
     result = run_cli("balancer=gradnrom", f"hydra.run.dir={tmp_path / 'x'}")
     assert result.returncode == 2

@@ -168,7 +168,9 @@ def test_a_recorded_row_re_runs_to_the_same_summary(tmp_path):
     runs_dir, out = tmp_path / "runs", tmp_path / "results"
     tiny = ["experiment=toy_t2", "balancer=gradnorm", "seed=1", "trainer.max_steps=30", "trainer.eval_every=10",
             "dataset.num_train=300", "dataset.num_test=50"]
+    # hydra/launcher=basic: the one job in run.py's own process (the launcher is not what is tested)
     result = subprocess.run([sys.executable, "scripts/reproduce.py", "toy_sensitivity", "--sweeps", "adam_lr1e-4", *tiny,
+                             "hydra/launcher=basic",
                              "--runs-dir", str(runs_dir), "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
