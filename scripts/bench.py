@@ -509,7 +509,7 @@ def render(cases: list[Case], info: dict, args, command: str) -> str:
     setup = "; ".join(f"{c.name}: batch {c.batch_size} of {'×'.join(map(str, c.input_shape))}"
                       f"{', bf16 autocast' if c.precision is not None else ''}, {c.rounds} rounds × {c.steps} steps"
                       for c in cases)
-    memory = info["memory_method"] or "unavailable"
+    memory = info["memory_method"] or ("not measured (--no-memory)" if args.no_memory else "unavailable")
     if info.get("memory_error"):
         memory += f" ({info['memory_error']})"
     return f"""# Benchmark: the cost of loss balancing per training step
@@ -570,6 +570,8 @@ def _parse_args(argv: list[str] | None):
                         help="wall: elapsed time (default); cpu: this process's CPU time, which leaves out the\n"
                              "time other processes hold the cores (CPU only; use it with --threads 1)")
     parser.add_argument("--out", default=str(ROOT / "results" / "bench"), help="folder for README.md and bench.json")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="no step peak memory (on a CPU its process, which frees memory at once, takes longest)")
     parser.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -648,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: case {name}: {case.error}", file=sys.stderr)
         cases.append(case)
     info["load_after"] = os.getloadavg()[0]
-    info["memory_method"] = memory_method(device)
+    info["memory_method"] = None if args.no_memory else memory_method(device)
     measured = [c.name for c in cases if not c.error]
     peaks, info["memory_error"] = memory_in_subprocess(measured, args) if measured and info["memory_method"] else ({}, None)
     for case in cases:

@@ -70,6 +70,8 @@ def run_bench(args, out: Path) -> tuple[dict, dict]:
                "--out", str(out / "bench")]
     if args.bench_warmup is not None:
         command += ["--warmup", str(args.bench_warmup)]
+    if args.no_bench_memory:
+        command += ["--no-memory"]
     if args.allow_cpu and not torch.cuda.is_available():
         command += ["--device", "cpu", "--threads", "1"]
     result = _run(command, LIMITS["bench"] * args.scale)
@@ -199,6 +201,7 @@ def _parse_args(argv):
                              "(default), or all to add every other balancer (longer than the 8-minute budget)")
     parser.add_argument("--bench-warmup", type=int, default=None,
                         help="bench warm-up steps per row (default: scripts/bench.py's, 3)")
+    parser.add_argument("--no-bench-memory", action="store_true", help="bench without step peak memory")
     parser.add_argument("--train-steps", type=int, default=200)
     parser.add_argument("--train-images", type=int, default=96)
     parser.add_argument("--train-batch", type=int, default=24, help="training batch (default: the paper's 24)")
