@@ -27,6 +27,7 @@ def snapshot(directory: Path) -> dict[str, bytes]:
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_unknown_option_gives_one_error_line(tmp_path):
     """A Hydra-level mistake (bad values of the config keys: tests/test_bad_values.py)."""
     result = run_cli([*TINY, "balancer=gradnrom"], cwd=tmp_path)
@@ -35,6 +36,7 @@ def test_unknown_option_gives_one_error_line(tmp_path):
     assert not list(tmp_path.rglob("summary.json"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (ROOT / "conf" / "experiment" / "nyuv2_segnet.yaml").exists(),
                     reason="experiment=nyuv2_segnet comes with the NYUv2 branch; this case runs once it is merged")
 def test_missing_data_root_gives_one_error_line(tmp_path):
@@ -52,6 +54,7 @@ def finished_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_resume_with_a_different_config_is_refused(tmp_path, finished_run):
     before = snapshot(finished_run)
     result = run_cli([*TINY, "trainer.max_steps=4", f"trainer.resume={finished_run}", "alpha=0.5"], cwd=tmp_path)
@@ -59,6 +62,7 @@ def test_resume_with_a_different_config_is_refused(tmp_path, finished_run):
     assert snapshot(finished_run) == before
 
 
+@pytest.mark.slow
 def test_unreadable_checkpoint_is_refused(tmp_path, finished_run):
     broken = tmp_path / "broken"
     broken.mkdir()

@@ -122,6 +122,7 @@ CLI_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "fragment"), CLI_CASES, ids=[" ".join(c[0]) for c in CLI_CASES])
 def test_bad_value_on_the_command_line(tmp_path, args, fragment):
     result = run_cli([*_tiny(args), *args], cwd=tmp_path)
@@ -132,6 +133,7 @@ def test_bad_value_on_the_command_line(tmp_path, args, fragment):
     assert list(tmp_path.iterdir()) == []  # no empty run folder left behind
 
 
+@pytest.mark.slow
 def test_a_failure_during_training_leaves_a_failed_summary(tmp_path):
     """alpha=1e9 overflows the weights' update a few steps in: status "failed", one error line, exit 1."""
     run_dir = tmp_path / "run"

@@ -28,6 +28,7 @@ def restore_threads():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_quick_run_writes_the_report_with_every_row(bench, tmp_path, restore_threads, capsys):
     out = tmp_path / "bench"
     code = bench.main(["--quick", "--threads", "1", "--rounds", "2", "--cases", "mlp_t2,convnet",

@@ -114,6 +114,7 @@ def two_process_results(tmp_path_factory):
     return [torch.load(out_dir / f"rank{r}.pt") for r in range(2)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_balancer_under_ddp_matches_one_process_on_the_global_batch(two_process_results, variant):
     (weights0, params0), (weights1, params1) = (r[variant] for r in two_process_results)
@@ -132,6 +133,7 @@ def test_balancer_under_ddp_matches_one_process_on_the_global_batch(two_process_
         assert (weights0 - 1).abs().max() > 0.02
 
 
+@pytest.mark.slow
 def test_torchrun_matches_one_process_with_twice_the_batch(tmp_path):
     """``torchrun --nproc_per_node=2 run.py``: the history (weights at every step, global train
     losses, test metrics reduced over ranks) and the final parameters equal those of one process

@@ -79,6 +79,7 @@ def test_nan_policy_skip_does_not_skip_forever_when_the_network_is_broken(tmp_pa
     assert "at step 1 and non-finite parameters, which skipping cannot mend" in summary["error"]
 
 
+@pytest.mark.slow
 def test_cli_reports_a_nan_run_in_one_line_and_exits_1(tmp_path):
     result = run_cli([*TINY, "dataset.sigmas=[1,1e30]", "trainer.max_steps=3", "hydra.run.dir=run"], cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -96,6 +97,7 @@ def sweep_summaries(sweep_dir) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/summary.json"))]
 
 
+@pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
     # Job 0 cannot draw a batch of 8 from 4 samples: an error inside the loop, not a config error.
     result = run_cli(["-m", *TINY, "dataset.num_train=4,64", "trainer.max_steps=2", "hydra.sweep.dir=sweep",
@@ -110,6 +112,7 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
     assert error_log.read_text().startswith("Traceback")  # the details, for whoever debugs it
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_a_sweep_of_two_process_jobs_with_a_failing_one(tmp_path):
     """The path a SLURM sweep takes (pickled jobs in their own processes, results collected), on this
     machine: hydra/launcher=local is submitit_local, hydra/launcher=slurm its SLURM twin. Each job has

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 #: seconds to import, and not needed to train the toy
 HEAVY = {"torchmetrics", "torchvision", "matplotlib", "wandb", "pandas"}
@@ -46,6 +48,7 @@ def test_the_library_imports_torch_and_numpy_only():
     assert not modules & (SUITE | {"torch._dynamo"}), modules & (SUITE | {"torch._dynamo"})
 
 
+@pytest.mark.slow
 def test_a_toy_run_imports_none_of_the_heavy_packages(tmp_path):
     """``run.py`` itself, two steps of the toy with logger=none (W&B imports pandas when it logs)."""
     modules = loaded("import runpy, sys\n"
@@ -57,6 +60,7 @@ def test_a_toy_run_imports_none_of_the_heavy_packages(tmp_path):
     assert list(tmp_path.glob("outputs/*/*/*/summary.json")), "the run wrote no summary"
 
 
+@pytest.mark.slow
 def test_nyuv2_names_still_import_from_their_packages():
     modules = loaded("from gradnorm.data import NYUv2\nfrom gradnorm.models import FCN, SegNet, ThinResNet\n"
                      "from gradnorm.tasks import Depth, Normals, Segmentation\n"

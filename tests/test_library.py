@@ -55,6 +55,7 @@ def installed(tmp_path_factory) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_the_wheel_imports_the_balancers_outside_the_checkout_with_torch_only(installed, tmp_path):
     result = subprocess.run([sys.executable, "-c", PROBE], cwd=tmp_path, env={"PYTHONPATH": str(installed)},
                             capture_output=True, text=True, timeout=120)

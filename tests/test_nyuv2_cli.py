@@ -72,6 +72,7 @@ def test_single_task_run(fake_root, tmp_path):
     assert {k.split("/")[0] for k in summary["metrics"]} == {"test_loss", "depth", "task_normalized_loss"}
 
 
+@pytest.mark.slow
 def test_missing_data_is_one_error_line_and_exit_2(tmp_path):
     missing = tmp_path / "no_nyuv2"
     result = subprocess.run(

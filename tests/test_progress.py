@@ -3,6 +3,7 @@ the final line, the run folder's name and run.log."""
 
 from __future__ import annotations
 
+import pytest
 from cli_runs import TINY, read_run, run_cli
 from omegaconf import OmegaConf
 
@@ -28,6 +29,7 @@ def test_final_line_names_status_folder_loss_main_metrics_and_weights():
     assert final_line(nyuv2, "r") == "failed: r | step 7 | ΣL/L0 1.9 | seg/miou 0.2134 depth/rmse 0.81 | w 1 1"
 
 
+@pytest.mark.slow
 def test_a_run_ends_with_one_line_names_its_folder_by_seed_and_logs_to_run_log(tmp_path):
     result = run_cli([*TINY, "seed=3", "trainer.max_steps=4"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -44,6 +46,7 @@ def test_a_run_ends_with_one_line_names_its_folder_by_seed_and_logs_to_run_log(t
         assert event in log, (event, log)
 
 
+@pytest.mark.slow
 def test_a_sweep_prints_one_line_per_finished_job_no_bars_and_the_wandb_hint_once(tmp_path):
     """With the W&B logger (disabled by WANDB_MODE here, so nothing is written) the jobs say nothing of
     W&B; the sweep says once where its offline runs went."""

@@ -48,6 +48,7 @@ def test_resume_on_another_number_of_processes_is_refused(tmp_path):
         train(tiny_config("trainer.max_steps=4", f"trainer.resume={tmp_path / 'run'}"), tmp_path / "unused")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_writes_checkpoint_and_summary_then_resume_continues_exactly(tmp_path, sig):
     run_dir = tmp_path / "run"
@@ -81,6 +82,7 @@ def test_signal_writes_checkpoint_and_summary_then_resume_continues_exactly(tmp_
     assert_same_run(tmp_path / "whole", run_dir)
 
 
+@pytest.mark.slow
 def test_resume_by_folder_alone_continues_the_run_with_its_own_config(tmp_path):
     """``python run.py trainer.resume=RUN_DIR trainer.max_steps=N``: nothing else on the command line,
     the run's own overrides (a T=10 toy, seed 3, uncertainty) come from its folder."""
@@ -100,6 +102,7 @@ def test_resume_by_folder_alone_continues_the_run_with_its_own_config(tmp_path):
     assert read_run(run_dir)[0]["steps"] == 9
 
 
+@pytest.mark.slow
 def test_resume_by_folder_with_a_contradicting_override_is_refused(tmp_path):
     run_dir = tmp_path / "run"
     assert run_cli([*TINY, "trainer.max_steps=2", "trainer.checkpoint_every=2", f"hydra.run.dir={run_dir}"],
@@ -113,6 +116,7 @@ def test_resume_by_folder_with_a_contradicting_override_is_refused(tmp_path):
     assert (run_dir / "summary.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_sweep_rerun_with_resume_auto_finishes_only_what_is_missing(tmp_path):
     sweep = ["-m", *TINY, "seed=0,1", "trainer.max_steps=3"]
     assert run_cli(sweep, cwd=tmp_path).returncode == 0

@@ -83,6 +83,7 @@ def test_grid_rejects_bad_values(kwargs, message):
         grid_weights(2, **kwargs)
 
 
+@pytest.mark.slow
 def test_cli_reports_a_missing_from_run_in_one_line(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "run.py"), "balancer=gradnorm_static", "logger=none"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=900)
