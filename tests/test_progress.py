@@ -48,11 +48,10 @@ def test_a_run_ends_with_one_line_names_its_folder_by_seed_and_logs_to_run_log(t
 
 @pytest.mark.slow
 def test_a_sweep_prints_one_line_per_finished_job_no_bars_and_the_wandb_hint_once(tmp_path):
-    """With the W&B logger (disabled by WANDB_MODE here, so nothing is written) the jobs say nothing of
-    W&B; the sweep says once where its offline runs went."""
+    """With the W&B logger (offline, into tmp_path/wandb: logger.mode wins over WANDB_MODE) the jobs say
+    nothing of W&B; the sweep says once where its offline runs went."""
     shown = [a for a in TINY if a not in ("trainer.progress=false", "logger=none")]
-    result = run_cli(["-m", *shown, "logger=wandb", "seed=0,1", "trainer.max_steps=2"], cwd=tmp_path,
-                     env={"WANDB_MODE": "disabled"})
+    result = run_cli(["-m", *shown, "logger=wandb", "seed=0,1", "trainer.max_steps=2"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     finished = [ln for ln in result.stdout.splitlines() if ln.startswith("completed: ")]
     assert len(finished) == 2 and "seed=0" in finished[0] and "seed=1" in finished[1]
@@ -61,6 +60,7 @@ def test_a_sweep_prints_one_line_per_finished_job_no_bars_and_the_wandb_hint_onc
         "wandb: 2 runs of this sweep logged offline to wandb/; upload them with `wandb sync --sync-all` "
         "(logger=none turns W&B off)"]
     assert "wandb" not in result.stderr
+    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 2
 
 
 def test_the_sweep_hint_counts_each_wandb_folder_s_offline_runs(tmp_path, monkeypatch, capsys):
