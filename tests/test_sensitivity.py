@@ -167,7 +167,7 @@ def test_a_recorded_row_re_runs_to_the_same_summary(tmp_path):
     """runs.csv's `overrides` re-create the run: `python run.py <overrides>` gives the same summary."""
     runs_dir, out = tmp_path / "runs", tmp_path / "results"
     tiny = ["experiment=toy_t2", "balancer=gradnorm", "seed=1", "trainer.max_steps=30", "trainer.eval_every=10",
-            "dataset.num_train=300", "dataset.num_test=50"]
+            "dataset.num_train=300", "dataset.num_test=50", "logger=none"]
     # hydra/launcher=basic: the one job in run.py's own process (the launcher is not what is tested)
     result = subprocess.run([sys.executable, "scripts/reproduce.py", "toy_sensitivity", "--sweeps", "adam_lr1e-4", *tiny,
                              "hydra/launcher=basic",
