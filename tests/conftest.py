@@ -1,6 +1,4 @@
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -36,12 +34,6 @@ def tiny_toy(*overrides: str):
     """A toy config that trains in well under a second."""
     return compose_config("logger=none", "trainer.progress=false", "trainer.max_steps=6", "trainer.eval_every=3",
                           "dataset.num_train=200", "dataset.num_test=100", "trainer.batch_size=20", *overrides)
-
-
-def run_cli(*args: str, cwd=ROOT, timeout: int = 120) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="disabled", HYDRA_FULL_ERROR="0", PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

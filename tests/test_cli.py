@@ -4,8 +4,7 @@ import json
 
 import pandas as pd
 import pytest
-
-from tests.conftest import run_cli
+from cli_runs import run_cli
 
 TINY = ["logger=none", "trainer.max_steps=5", "trainer.eval_every=2", "dataset.num_train=200",
         "dataset.num_test=50", "trainer.batch_size=20"]
@@ -14,7 +13,7 @@ TINY = ["logger=none", "trainer.max_steps=5", "trainer.eval_every=2", "dataset.n
 @pytest.mark.slow
 def test_run_writes_summary_and_history(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli(*TINY, "experiment=toy_t10", "balancer=gradnorm", "seed=3", f"hydra.run.dir={run_dir}")
+    result = run_cli([*TINY, "experiment=toy_t10", "balancer=gradnorm", "seed=3", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "5/5" in result.stderr  # the progress bar
 
@@ -42,7 +41,7 @@ def test_run_writes_summary_and_history(tmp_path):
 
 @pytest.mark.slow
 def test_multirun_sweeps_balancers(tmp_path):
-    result = run_cli("-m", *TINY, "balancer=equal,uncertainty", f"hydra.sweep.dir={tmp_path}")
+    result = run_cli(["-m", *TINY, "balancer=equal,uncertainty", f"hydra.sweep.dir={tmp_path}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     summaries = sorted(tmp_path.glob("*/summary.json"))
     assert len(summaries) == 2
@@ -51,7 +50,7 @@ def test_multirun_sweeps_balancers(tmp_path):
 
 
 def test_bad_group_option_is_one_line_without_traceback(tmp_path):
-    result = run_cli("balancer=gradnrom", f"hydra.run.dir={tmp_path / 'x'}")
+    result = run_cli(["balancer=gradnrom", f"hydra.run.dir={tmp_path / 'x'}"], cwd=tmp_path)
     assert result.returncode == 2
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, result.stderr
