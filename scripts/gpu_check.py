@@ -60,7 +60,7 @@ def _status(result: dict) -> str:
 
 
 def run_tests(args) -> dict:
-    return _run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "tests"],
+    return _run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", args.tests],
                 LIMITS["tests"] * args.scale)
 
 
@@ -199,6 +199,7 @@ def _parse_args(argv):
     parser.add_argument("--bench-balancers", default="gradnorm",
                         help="bench rows (scripts/bench.py --balancers): GradNorm's variants and equal weights\n"
                              "(default), or all to add every other balancer (longer than the 8-minute budget)")
+    parser.add_argument("--tests", default="tests", help="where step 1 looks for the tests marked cuda (default: tests)")
     parser.add_argument("--bench-warmup", type=int, default=None,
                         help="bench warm-up steps per row (default: scripts/bench.py's, 3)")
     parser.add_argument("--no-bench-memory", action="store_true", help="bench without step peak memory")

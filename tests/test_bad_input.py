@@ -43,7 +43,8 @@ def test_missing_data_root_gives_one_error_line(tmp_path):
     missing = tmp_path / "no_such_folder"
     result = run_cli(["experiment=nyuv2_segnet", f"dataset.root={missing}", "logger=none", "trainer.progress=false"],
                      cwd=tmp_path)
-    assert_one_error(result, str(missing))
+    line = assert_one_error(result, str(missing), "download_nyuv2.py")
+    assert line.startswith(f"error: dataset: NYUv2 data not found: {missing} ")
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ def restore_threads():
 @pytest.mark.slow
 def test_quick_run_writes_the_report_with_every_row(bench, tmp_path, restore_threads, capsys):
     out = tmp_path / "bench"
-    code = bench.main(["--quick", "--threads", "1", "--rounds", "2", "--cases", "mlp_t2,convnet",
+    code = bench.main(["--quick", "--threads", "1", "--rounds", "1", "--warmup", "0", "--cases", "mlp_t2,convnet",
                        "--size", "16x16", "--out", str(out)])
     assert code == 0
     readme = (out / "README.md").read_text()

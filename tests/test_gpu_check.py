@@ -36,9 +36,10 @@ def test_bad_options_are_one_error(gpu_check):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU stand-in; on a GPU make gpu-check is the real thing")
 def test_the_whole_check_on_a_cpu_at_a_tiny_size(gpu_check, tmp_path, capsys):
     out = tmp_path / "gpu"
-    # the bench's peak-memory process is left out here: tests/test_bench.py checks it (on a CPU it takes longest)
-    code = gpu_check.main(["--allow-cpu", "--size", "32x32", "--batch", "2", "--rounds", "1", "--bench-warmup", "0",
-                           "--no-bench-memory", "--backbones", "segnet",
+    # Smallest: the cuda tests of test_cuda.py only (skipped on a CPU), no bench warm-up, and no bench
+    # peak-memory process (tests/test_bench.py checks it; on a CPU it takes longest).
+    code = gpu_check.main(["--allow-cpu", "--tests", "tests/test_cuda.py", "--size", "32x32", "--batch", "2",
+                           "--rounds", "1", "--bench-warmup", "0", "--no-bench-memory", "--backbones", "segnet",
                            "--train-steps", "2", "--train-images", "4", "--train-batch", "2", "--scale", "5",
                            "--out", str(out)])
     readme = (out / "README.md").read_text()

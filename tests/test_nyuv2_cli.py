@@ -1,8 +1,7 @@
-"""NYUv2 presets end to end: config composition, short runs on generated data, the bad-root error."""
+"""NYUv2 presets end to end: config composition, short runs on generated data (the bad-root error:
+tests/test_bad_input.py)."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -70,15 +69,3 @@ def test_single_task_run(fake_root, tmp_path):
     summary = _short_run(fake_root, tmp_path, ["tasks=[depth]", "balancer=equal"])
     assert summary["status"] == "completed" and summary["task_names"] == ["depth"]
     assert {k.split("/")[0] for k in summary["metrics"]} == {"test_loss", "depth", "task_normalized_loss"}
-
-
-@pytest.mark.slow
-def test_missing_data_is_one_error_line_and_exit_2(tmp_path):
-    missing = tmp_path / "no_nyuv2"
-    result = subprocess.run(
-        [sys.executable, "run.py", "experiment=nyuv2_resnet", f"dataset.root={missing}", "logger=none",
-         f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: dataset: NYUv2 data not found: {missing} ")
-    assert "download_nyuv2.py" in lines[0]
