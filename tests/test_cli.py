@@ -1,4 +1,5 @@
-"""End-to-end runs of `python run.py` on tiny configs: the files a run writes (issue #2)."""
+"""End-to-end runs of `python run.py` on tiny configs: the files a run writes (issue #2; a sweep of two
+balancers: tests/test_progress.py)."""
 
 import json
 
@@ -37,16 +38,6 @@ def test_run_writes_summary_and_history(tmp_path):
     means = history.loc[history.step < 5, [f"weight/{n}" for n in names]].mean()
     assert summary["mean_weights"] == pytest.approx(means.tolist(), rel=1e-6)
     assert summary["weights"] == pytest.approx(history.iloc[-1][[f"weight/{n}" for n in names]].tolist())
-
-
-@pytest.mark.slow
-def test_multirun_sweeps_balancers(tmp_path):
-    result = run_cli(["-m", *TINY, "balancer=equal,uncertainty", f"hydra.sweep.dir={tmp_path}"], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    summaries = sorted(tmp_path.glob("*/summary.json"))
-    assert len(summaries) == 2
-    targets = {json.loads(p.read_text())["config"]["balancer"]["_target_"] for p in summaries}
-    assert targets == {"gradnorm.balancers.EqualWeights", "gradnorm.balancers.Uncertainty"}
 
 
 def test_bad_group_option_is_one_line_without_traceback(tmp_path):

@@ -48,13 +48,17 @@ def test_a_run_ends_with_one_line_names_its_folder_by_seed_and_logs_to_run_log(t
 
 @pytest.mark.slow
 def test_a_sweep_prints_one_line_per_finished_job_no_bars_and_the_wandb_hint_once(tmp_path):
-    """With the W&B logger (offline, into tmp_path/wandb: logger.mode wins over WANDB_MODE) the jobs say
-    nothing of W&B; the sweep says once where its offline runs went."""
+    """A sweep of two balancers (each job trains its own). With the W&B logger (offline, into tmp_path/wandb:
+    logger.mode wins over WANDB_MODE) the jobs say nothing of W&B; the sweep says once where its runs went."""
     shown = [a for a in TINY if a not in ("trainer.progress=false", "logger=none")]
-    result = run_cli(["-m", *shown, "logger=wandb", "seed=0,1", "trainer.max_steps=2"], cwd=tmp_path)
+    result = run_cli(["-m", *shown, "logger=wandb", "balancer=equal,uncertainty", "trainer.max_steps=2",
+                      "hydra.sweep.dir=sweep"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     finished = [ln for ln in result.stdout.splitlines() if ln.startswith("completed: ")]
-    assert len(finished) == 2 and "seed=0" in finished[0] and "seed=1" in finished[1]
+    assert len(finished) == 2 and "balancer=equal" in finished[0] and "balancer=uncertainty" in finished[1]
+    targets = [read_run(p.parent)[0]["config"]["balancer"]["_target_"]
+               for p in sorted((tmp_path / "sweep").glob("*/summary.json"))]
+    assert targets == ["gradnorm.balancers.EqualWeights", "gradnorm.balancers.Uncertainty"]
     assert "it/s" not in result.stderr  # no per-job bars
     assert [ln for ln in result.stdout.splitlines() if ln.startswith("wandb:")] == [
         "wandb: 2 runs of this sweep logged offline to wandb/; upload them with `wandb sync --sync-all` "
