@@ -40,6 +40,7 @@ def test_run_writes_summary_and_history(tmp_path):
     assert summary["weights"] == pytest.approx(history.iloc[-1][[f"weight/{n}" for n in names]].tolist())
 
 
+@pytest.mark.slow
 def test_bad_group_option_is_one_line_without_traceback(tmp_path):
     result = run_cli(["balancer=gradnrom", f"hydra.run.dir={tmp_path / 'x'}"], cwd=tmp_path)
     assert result.returncode == 2
