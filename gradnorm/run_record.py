@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from gradnorm import io
@@ -24,6 +23,8 @@ HISTORY = "history.csv"
 COMPLETED, FAILED, INTERRUPTED = "completed", "failed", "interrupted"
 #: history columns that are not final metrics of the run (weights, training losses)
 _PER_STEP_PREFIXES = ("weight/", "train_loss/")
+#: per-step columns of the loop itself: the update's wall time, a float16 overflow that skipped it
+_PER_STEP_COLUMNS = ("step_time_s", "overflow", "skipped")
 
 
 def history_frame(history: list[dict]) -> pd.DataFrame:
@@ -38,13 +39,16 @@ def history_frame(history: list[dict]) -> pd.DataFrame:
 
 def summarize(status: str, error: str | None, task_names: list[str], weights: list[float], history: list[dict],
               steps: int, max_steps: int, wall_time_s: float, config: dict, num_parameters: int,
-              log_prefix: str | None = None, task_setup: dict | None = None) -> dict:
+              log_prefix: str | None = None, task_setup: dict | None = None, precision: str | None = None,
+              weight_scale: str | None = None) -> dict:
     """``summary.json`` of a run from its history.
 
     ``mean_weights`` is the time average of the weights used at the training steps (GradNorm
     static's E_t[w_i(t)]); ``metrics`` the last evaluation's values, less the per-step columns and
     the balancer's own scalars (those under ``log_prefix``, e.g. ``"gradnorm/"``); ``task_setup`` the
-    data set's realised set-up of the tasks (e.g. the toy's σ_i, which reports read).
+    data set's realised set-up of the tasks (e.g. the toy's σ_i, which reports read); ``precision`` the
+    autocast dtype the run used (float32, bfloat16, float16); ``weight_scale`` how the balancer's weights
+    are normalised (``"sum=T"``, ``"sum=1"``, ``"unconstrained"``, ...).
     """
     train_rows = [r for r in history if r["step"] < max_steps and f"weight/{task_names[0]}" in r]
     mean_weights = [
@@ -52,7 +56,7 @@ def summarize(status: str, error: str | None, task_names: list[str], weights: li
         for n in task_names
     ]
     evaluated = [r for r in history if "task_normalized_loss" in r]
-    not_metrics = _PER_STEP_PREFIXES + ((log_prefix,) if log_prefix else ())
+    not_metrics = _PER_STEP_PREFIXES + ((log_prefix,) if log_prefix else ()) + _PER_STEP_COLUMNS
     metrics = {k: v for k, v in (evaluated[-1] if evaluated else {}).items()
                if k != "step" and not k.startswith(not_metrics)}
     summary = {
@@ -60,6 +64,8 @@ def summarize(status: str, error: str | None, task_names: list[str], weights: li
         "task_names": task_names,
         "weights": weights,
         "mean_weights": mean_weights,
+        "weight_scale": weight_scale,
+        "precision": precision,
         "metrics": metrics,
         "metrics_step": evaluated[-1]["step"] if evaluated else None,
         "steps": steps,

@@ -173,6 +173,37 @@ def _relu_chain(top: Node, layer_node: Node, children: dict) -> bool:
     return True
 
 
+def features_cover(losses: Tensor, features: Sequence[Tensor], params: Sequence[Tensor]) -> str | None:
+    """None when every path in the losses' graph from a loss to W passes through one of ``features``
+    (the per-task views of z the heads consumed), else a sentence saying how a path avoids them.
+
+    The walk starts at the losses and stops at the features' nodes and at leaves, so on a graph that
+    keeps the contract it visits the heads' nodes only (a few per task). A path that reaches the node
+    that produced z, or W's own accumulator, without passing a feature (e.g. a head that also reads W's
+    layer output through a skip connection) breaks the contract: the gradient at W would then not be
+    the one the features carry."""
+    views = {f.grad_fn for f in features}
+    producer = features[0].grad_fn.next_functions[0][0]
+    targets = set()
+    for param in params:
+        if param.grad_fn is None and param.requires_grad:
+            targets.add(get_gradient_edge(param).node)
+    seen: set[Node] = set()
+    stack = [losses.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen or node in views:
+            continue
+        seen.add(node)
+        if node is producer:
+            return "a head reads the shared representation other than through its feature"
+        if node in targets:
+            return "a head reaches W other than through the features, e.g. a skip connection from W's layer"
+        if type(node) is not _ACCUMULATE:
+            stack.extend(child for child, _ in node.next_functions)
+    return None
+
+
 class SplitFinder:
     """:func:`find_split` with a memory: a training loop builds the same graph at every step.
 
