@@ -69,14 +69,14 @@ class NaiveGradNorm(GradNorm):
     through the heads and the last shared layer); the same update as :class:`GradNorm`.
     """
 
-    def backward(self, losses, shared_params=(), features=None):
+    def backward(self, losses, shared_params=(), features=None, *, backward_fn=None):
         losses = self._check_losses(losses)
         w = self.task_weights.detach().to(device=losses.device, dtype=losses.dtype)
         shared_params = parameter_list(shared_params)  # W as GradNorm reads it
         per_loss = [torch.autograd.grad(loss, shared_params, retain_graph=True) for loss in losses]
         (w * losses).sum().backward()
         grads = [self._global_mean(torch.stack(g)) for g in zip(*per_loss)]
-        return self._prepare_update(losses.detach(), w, w * per_task_norms(grads))
+        return self._prepare_update((self._global_mean(losses.detach()), w * per_task_norms(grads)), w, scaled=False)
 
 
 @dataclass(frozen=True)
