@@ -134,6 +134,11 @@ class NYUv2(MultiTaskData):
     def model_kwargs(self) -> dict:
         return {"in_channels": 3}
 
+    def task_setup(self) -> dict:
+        """Image size and split sizes, recorded in summary.json (a report's protocol tags read them)."""
+        return {"image_size": list(self.image_size), "train_samples": len(self.splits["train"]),
+                "test_samples": len(self.splits["test"])}
+
     def dataset(self, split: str, augment: bool) -> NYUv2Samples:
         """The samples of ``split`` ("train" or "test") with the selected tasks' targets."""
         return NYUv2Samples(self.splits[split], [t.name for t in self.tasks], self.num_classes,

@@ -144,6 +144,33 @@ def protocol_differences(theirs: dict, ours: dict) -> list[str]:
     return out
 
 
+#: dataset.scales and dataset.flip_prob of MTAN's augmentation (conf/dataset/nyuv2.yaml's defaults)
+MTAN_AUGMENTATION = ([1.0, 1.2, 1.5], 0.5)
+
+
+def run_protocol(config: dict, summary: dict, backbone: str, seeds: int, epoch_choice: str) -> dict:
+    """Our runs' tags of :data:`PROTOCOL_KEYS`, from one run's resolved config and summary.json (its
+    ``task_setup``: image size and training samples); ``unstated`` where the run does not record one.
+    ``batch`` is the per-process batch (``trainer.batch_size``)."""
+    trainer, dataset = config.get("trainer") or {}, config.get("dataset") or {}
+    setup = summary.get("task_setup") or {}
+    size, train, batch, steps = setup.get("image_size"), setup.get("train_samples"), trainer.get("batch_size"), \
+        summary.get("steps")
+    epochs = steps * batch / train if steps and batch and train else None
+    if "augmentation" not in dataset:
+        augmentation = UNSTATED
+    elif not dataset["augmentation"]:
+        augmentation = "none"
+    else:
+        scales = [float(s) for s in dataset.get("scales") or []]
+        augmentation = "mtan" if (scales, float(dataset.get("flip_prob", 0.0))) == MTAN_AUGMENTATION else "other"
+    return {"backbone": backbone, "resolution": f"{size[0]}x{size[1]}" if size else UNSTATED,
+            "batch": batch or UNSTATED,
+            "epochs": UNSTATED if epochs is None else (round(epochs) if epochs >= 10 else round(epochs, 2)),
+            "augmentation": augmentation, "epoch_choice": epoch_choice,
+            "metric_average": dataset.get("metric_average", "pixels"), "seeds": seeds}
+
+
 def _same(key: str, theirs, ours) -> bool:
     if key in NUMERIC:
         try:
