@@ -166,9 +166,15 @@ def run_protocol(config: dict, summary: dict, backbone: str, seeds: int, epoch_c
         augmentation = "mtan" if (scales, float(dataset.get("flip_prob", 0.0))) == MTAN_AUGMENTATION else "other"
     return {"backbone": backbone, "resolution": f"{size[0]}x{size[1]}" if size else UNSTATED,
             "batch": batch or UNSTATED,
-            "epochs": UNSTATED if epochs is None else (round(epochs) if epochs >= 10 else round(epochs, 2)),
+            "epochs": UNSTATED if epochs is None else _rounded(epochs),
             "augmentation": augmentation, "epoch_choice": epoch_choice,
             "metric_average": dataset.get("metric_average", "pixels"), "seeds": seeds}
+
+
+def _rounded(epochs: float) -> int | float:
+    """Whole epochs from 10 on, else 2 decimals (an integer when whole)."""
+    value = round(epochs) if epochs >= 10 else round(epochs, 2)
+    return int(value) if value == int(value) else value
 
 
 def _same(key: str, theirs, ours) -> bool:
