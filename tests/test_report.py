@@ -13,7 +13,7 @@ from gradnorm.experiments import count_values, load_experiment, merged_overrides
 from gradnorm.report import claims as C
 from gradnorm.report.build import REPORTS
 from gradnorm.report.figure2 import check_claims, group_by_t
-from gradnorm.report.runs import load_runs, runs_frame
+from gradnorm.report.runs import load_runs, reported_value, runs_frame
 from gradnorm.report.stats import pearson, percent_gain, spearman
 from gradnorm.report.tables import fmt_mean_std, group_stats, markdown, not_completed_section
 
@@ -198,6 +198,80 @@ def test_table1_puts_the_paper_numbers_beside_ours(tmp_path):
     assert beats.verdict == C.PARTLY and "depth/rmse: 0.800 vs 0.950" in beats.evidence
     assert by_key[("footnote1.overhead", "NYUv2+seg segnet")].verdict == C.REPRODUCED
     assert by_key[("table1.gradnorm_beats_equal", "NYUv2+seg resnet")].verdict == C.NO_DATA
+
+
+#: Nash-MTL's Table 2 row of equal weights (LS), in the suite's units
+LS = {"seg/miou": 0.3929, "seg/pix_acc": 0.6533, "depth/abs_err": 0.5493, "depth/rel_err": 0.2263,
+      "normals/mean_angle": 28.15, "normals/median_angle": 23.96, "normals/within_11.25": 0.2209,
+      "normals/within_22.5": 0.4750, "normals/within_30": 0.6108}
+
+
+def _write_mtan_run(path, balancer, seed, last10, other, alpha=1.5):
+    """An MTAN-protocol run whose last 10 evaluations average to ``last10`` (each metric ± 1%, alternating)
+    while its earlier evaluations, and step 0, hold ``other``; 200 epochs of 397 steps at batch 2."""
+    path.mkdir(parents=True)
+    config = {"seed": seed, "tasks": None, "model": {"_target_": "gradnorm.models.MTAN"},
+              "balancer": {"_target_": TARGETS[balancer], **({"alpha": alpha} if balancer == "gradnorm" else {})},
+              "dataset": {"_target_": "gradnorm.data.NYUv2", "augmentation": True, "scales": [1.0, 1.2, 1.5],
+                          "flip_prob": 0.5, "metric_average": "batches"},
+              "trainer": {"max_steps": 79400, "batch_size": 2}}
+    rows = [{"step": 0, **other}, {"step": 397, **other}, {"step": 794, **other}]
+    for k in range(10):
+        rows.append({"step": 397 * (k + 3), **{n: v * (1.01 if k % 2 else 0.99) for n, v in last10.items()}})
+    pd.DataFrame(rows).to_csv(path / "history.csv", index=False)
+    (path / "summary.json").write_text(json.dumps({
+        "status": "completed", "task_names": ["seg", "depth", "normals"], "weights": [1.0] * 3,
+        "mean_weights": [1.0] * 3, "metrics": rows[-1], "steps": 79400, "wall_time_s": 10.0, "config": config,
+        "task_setup": {"image_size": [288, 384], "train_samples": 795, "test_samples": 654}}))
+    (path / ".hydra").mkdir()
+    (path / ".hydra" / "hydra.yaml").write_text(
+        "hydra:\n  runtime:\n    choices:\n      model: mtan\n      dataset: nyuv2\n      experiment: nyuv2_mtan\n")
+
+
+def test_reported_value_is_final_or_the_mean_of_the_last_10_evaluations(tmp_path):
+    _write_mtan_run(tmp_path / "eq", "equal", 0, LS, {n: 0.1 for n in LS})
+    [run] = load_runs(tmp_path)
+    assert reported_value(run, "seg/miou", "final") == pytest.approx(0.3929 * 1.01)
+    assert reported_value(run, "seg/miou", "last10_mean") == pytest.approx(0.3929)
+    assert math.isnan(reported_value(run, "depth/rmse", "last10_mean"))
+    history = pd.read_csv(tmp_path / "eq" / "history.csv").head(4)  # step 0 and three evaluations after it
+    history.to_csv(tmp_path / "eq" / "history.csv", index=False)
+    [run] = load_runs(tmp_path)
+    assert reported_value(run, "seg/miou", "last10_mean") == pytest.approx((0.1 + 0.1 + 0.3929 * 0.99) / 3)
+    with pytest.raises(ValueError, match="epoch_choice must be one of final, last10_mean, got 'best'"):
+        reported_value(run, "seg/miou", "best")
+
+
+def test_table1_sets_the_published_segnet_mtan_rows_under_ours(tmp_path):
+    _write_mtan_run(tmp_path / "eq0", "equal", 0, LS, {n: 0.1 for n in LS})
+    _write_mtan_run(tmp_path / "gn0", "gradnorm", 0, LS, {n: 0.1 for n in LS})
+    files, _ = REPORTS["table1"](load_runs(tmp_path), tmp_path / "out", models=["mtan"], epoch_choice="last10_mean")
+    text = files[0].read_text()
+    section = text.split("### Beside the published SegNet-MTAN numbers (mtan)")[1]
+    lines = section.splitlines()
+    equal = lines.index(next(line for line in lines if line.startswith("| **Equal weights** |")))
+    # ours: the mean of the last 10 evaluations (= Nash-MTL's LS row), Δm against Nash-MTL's STL row
+    assert lines[equal].startswith("| **Equal weights** | ours (mean of the last 10 evaluations) | 39.29 (n=1) | "
+                                   "65.33 (n=1) | 0.5493 (n=1) |")
+    assert "| -5.59 (n=1) | 5.59 (n=1) | 0.878 (n=1) | – | – |" in lines[equal]
+    # then the published rows of the same method, reprints merged, each with its protocol differences
+    assert lines[equal + 1].startswith("| ↳ MTAN | CAGrad Table 1, Nash-MTL Table 2, FAMO Table 1 | 39.29 | 65.33 | "
+                                       "0.5493 | 0.2263 | 28.15 | 23.96 | 22.09 | 47.5 | 61.08 | -5.59 | 5.59 | 0.878 | "
+                                       "5.59 (CAGrad, Nash-MTL, FAMO) | segnet_mtan_code: seeds |")
+    assert lines[equal + 2].startswith("| ↳ Baseline: Uniform | Aligned-MTL Table 2 | 39.29 | 65.33 | 0.55 |")
+    assert lines[equal + 2].endswith("| 5.46, task-weighted -1.07 (Aligned-MTL) | aligned_mtl_code: metric_average, "
+                                     "seeds; unstated: epoch_choice |")
+    assert lines[equal + 3].startswith("| ↳ EW | LibMTL Table 2 of segnet_results.pdf | 40.89 |")
+    gradnorm = lines.index(next(line for line in lines if line.startswith("| **GradNorm α=1.5** |")))
+    assert lines[gradnorm + 1].startswith("| ↳ GradNorm | Aligned-MTL Table 2 | 20.09 | 52.06 | 0.72 | 0.28 |")
+    assert "| -7.37 | 7.37 | -11.7 | 7.22, task-weighted 11.51 (Aligned-MTL) |" in lines[gradnorm + 1]
+    assert lines[gradnorm + 2].startswith("| ↳ GradNorm | LibMTL Table 2 of segnet_results.pdf | 40.12 | 65.65 |")
+    assert "| 4.03 | -4.03 | 7.63 | – |" in lines[gradnorm + 2]
+    assert "- `segnet_mtan_code`: seeds 3 (ours 1)" in section
+    assert ("- `aligned_mtl_code`: epoch_choice unstated; metric_average pixels (ours batches); seeds 3 (ours 1)"
+            in section)
+    assert "| **FAMO** | ours (mean of the last 10 evaluations) | – (n=0)" not in section  # no runs: plain dashes
+    assert "| ↳ FAMO | FAMO Table 1 | 38.88 |" in section
 
 
 def test_sweep_commands_merge_extras_and_chain_static_runs(tmp_path):

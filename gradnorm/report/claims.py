@@ -1,6 +1,7 @@
 """The paper's claims and our verdicts on them.
 
-The paper's numbers and claims are data, in ``paper_numbers.yaml`` (:func:`paper` reads it). Each
+The paper's claims are data, in ``paper_numbers.yaml`` (:func:`paper` reads it); its printed numbers
+are in ``literature.yaml`` with every other published number (``gradnorm.report.literature``). Each
 experiment's report writes its verdicts as ``claims_<experiment>.json`` next to its tables; they are
 gathered into ``README.md`` (one results folder) and ``results/REPORT.md``.
 
@@ -27,7 +28,8 @@ REPRODUCED, PARTLY, NOT_REPRODUCED, NO_DATA = "reproduced", "partly reproduced",
 
 @functools.cache
 def paper() -> dict:
-    """``paper_numbers.yaml``: the paper's reference, its Table 1 numbers and its testable claims."""
+    """``paper_numbers.yaml``: the paper's reference, its Table 1 layout and its testable claims (the
+    printed numbers: ``literature.yaml``, ``gradnorm.report.literature``)."""
     return OmegaConf.to_container(OmegaConf.load(PAPER_NUMBERS), resolve=True)
 
 
