@@ -233,8 +233,10 @@ def train_step(model, tasks: Sequence[Task], balancer, optimizer, inputs: Tensor
             bad = {n: v for n, v in zip(task_names, loss_values.tolist()) if not math.isfinite(v)}
             if bad:
                 break
+            # backward_fn only when there is one: a balancer written before it existed still runs in float32
+            scaled = {} if backward_fn is None else {"backward_fn": backward_fn}
             info = balancer.backward(losses / len(parts) if len(parts) > 1 else losses, shared_params,
-                                     features=features if use_features else None, backward_fn=backward_fn)
+                                     features=features if use_features else None, **scaled)
     row = weights_row(balancer, task_names)  # after backward: the weights it applied
     row.update({f"train_loss/{n}": v for n, v in zip(task_names, (loss_sum / (index + 1)).tolist())})
     if bad:
