@@ -55,6 +55,12 @@ class ScalarOptimizer:
         return [x - step_size * m / (math.sqrt(v) / root_correction + eps)
                 for x, m, v in zip(values, exp_avg, exp_avg_sq)]
 
+    def reset(self) -> None:
+        """Forget the optimiser's state (Adam's moments and step count), as a freshly created optimiser
+        would start: the next :meth:`step` is a first step."""
+        self.optimizer.state.clear()
+        self._reset()
+
     def snapshot(self):
         """The optimiser's state now, for :meth:`restore` (a step to be taken back, e.g. a discarded update)."""
         if self.on_host:
