@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from gradnorm import run_record
 from gradnorm.balancers import METHODS
+from gradnorm.balancers.gradnorm import variant_name
 from gradnorm.report.style import SINGLE_TASK, method_label
 
 #: status of a run directory without summary.json (crashed, killed, or still running)
@@ -128,7 +129,8 @@ def runs_frame(runs: list[Run], root: str | Path | None = None) -> pd.DataFrame:
 
     Columns: ``run_dir`` (relative to ``root``), ``status``, ``error``, ``experiment``, ``dataset``,
     ``model``, ``balancer``, ``method`` (balancer name, or ``single_task``), ``label`` (as shown in
-    tables), ``alpha`` (GradNorm only), ``seed``, ``num_tasks``, ``tasks``, ``grid_index``,
+    tables), ``alpha`` and ``variant`` (GradNorm only: the preset's ``variant``, ``paper``, or the choices that
+    differ from the paper's, ``gradnorm.balancers.gradnorm.variant_name``), ``seed``, ``num_tasks``, ``tasks``, ``grid_index``,
     ``from_run``, ``sweep``, ``setting`` (the named set-up of a sensitivity study, else empty),
     ``max_steps``, ``steps``, ``wall_time_s``, ``overrides`` (re-run with ``python run.py <overrides>``),
     then every final metric under
@@ -147,7 +149,7 @@ def runs_frame(runs: list[Run], root: str | Path | None = None) -> pd.DataFrame:
 
 
 _BASE_COLUMNS = ["run_dir", "status", "error", "experiment", "dataset", "model", "balancer", "method", "label",
-                 "alpha", "seed", "num_tasks", "tasks", "grid_index", "from_run", "sweep", "setting", "max_steps",
+                 "alpha", "variant", "seed", "num_tasks", "tasks", "grid_index", "from_run", "sweep", "setting", "max_steps",
                  "steps", "wall_time_s", "overrides"]
 
 
@@ -198,6 +200,7 @@ def _row(run: Run, root) -> dict:
         "method": method,
         "label": label,
         "alpha": _get(config, "balancer.alpha") if balancer == "gradnorm" else None,
+        "variant": variant_name(config.get("balancer")) if balancer == "gradnorm" else None,
         "seed": config.get("seed"),
         "num_tasks": len(names) or None,
         "tasks": "+".join(names) or None,
