@@ -524,28 +524,36 @@ def test_extra_unweighted_grad_spares_w_only():
         assert torch.allclose(p.grad, expected, rtol=1e-5, atol=1e-7)
 
 
-def test_unweighted_heads_get_their_own_loss_and_the_trunk_the_weighted_sum():
+@pytest.mark.parametrize("norm_at", ["shared", "features_batch_sum"])
+def test_unweighted_heads_get_their_own_loss_and_the_trunk_the_weighted_sum(norm_at):
     net = network()
     x, y = batches(1)[0]
-    balancer = GradNorm(2, alpha=0.0, weighted_heads=False, initial_losses=[1.0, 1.0])
+    balancer = GradNorm(2, alpha=0.0, norm_at=norm_at, weighted_heads=False, initial_losses=[1.0, 1.0])
     with torch.no_grad():
         balancer.task_weights.copy_(torch.tensor([0.5, 1.5]))
     losses, features = losses_of(net, x, y)
-    info = balancer.backward(losses, net.last_shared_parameters(), features)
-    losses, _ = losses_of(net, x, y)
-    W = net.last_shared_layer.weight
+    info = balancer.backward(losses, params_for(balancer, net), features)
+    losses, features = losses_of(net, x, y)
     for name, head in net.heads.items():
         loss = losses[0 if name == "a" else 1]
-        assert torch.allclose(head.weight.grad, torch.autograd.grad(loss, head.weight, retain_graph=True)[0])
-    trunk = sum(w * torch.autograd.grad(loss, W, retain_graph=True)[0] for w, loss in zip((0.5, 1.5), losses))
-    assert torch.allclose(W.grad, trunk, rtol=1e-5, atol=1e-7)
-    norms = [w * torch.autograd.grad(loss, W, retain_graph=True)[0].norm().item() for w, loss in zip((0.5, 1.5), losses)]
+        for p in head.parameters():
+            assert torch.allclose(p.grad, torch.autograd.grad(loss, p, retain_graph=True)[0])
+    for p in net.shared_parameters():
+        trunk = sum(w * torch.autograd.grad(loss, p, retain_graph=True)[0] for w, loss in zip((0.5, 1.5), losses))
+        assert torch.allclose(p.grad, trunk, rtol=1e-5, atol=1e-7)
+    if norm_at == "shared":
+        norms = [w * torch.cat([g.flatten() for g in torch.autograd.grad(loss, net.shared_parameters(),
+                                                                         retain_graph=True)]).norm().item()
+                 for w, loss in zip((0.5, 1.5), losses)]
+    else:
+        norms = [w * torch.autograd.grad(loss, f, retain_graph=True)[0].sum(0).norm().item()
+                 for w, loss, f in zip((0.5, 1.5), losses, features)]
     assert [info["gradnorm/grad_norm_0"], info["gradnorm/grad_norm_1"]] == pytest.approx(norms, rel=1e-5)
 
 
 # -- routes, state and checks ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("choice", [{"parametrization": "softmax", "norm_at": "shared"},
-                                    {"norm_at": "features_batch_sum"}, {"weighted_heads": False},
+                                    {"norm_at": "features_batch_sum"}, {"weighted_heads": False, "norm_at": "shared"},
                                     {"extra_unweighted_grad": True}, {"parametrization": "unnormalized"}])
 def test_two_micro_batches_make_one_update_on_their_union(choice):
     x, y = batches(1)[0]
@@ -622,6 +630,7 @@ BAD = [
     ({"renormalize": "never"}, "renormalize must be one of step, epoch; got 'never'"),
     ({"renormalize": "epoch", "epoch_steps": 5, "parametrization": "softmax"}, "renormalize=epoch needs parametrization"),
     ({"extra_unweighted_grad": True, "norm_at": "shared"}, "extra_unweighted_grad needs norm_at=weights"),
+    ({"weighted_heads": False}, "weighted_heads=false needs norm_at shared, features or features_batch_sum"),
     ({"initial_losses_from": "first_epoch_mean", "epoch_steps": 3, "initial_losses": [1, 1]},
      "initial_losses (given values) cannot be used with initial_losses_from=first_epoch_mean"),
 ]

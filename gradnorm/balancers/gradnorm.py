@@ -68,9 +68,12 @@ with the code each one follows); each choice is an argument here, the paper's th
   1/T for the mean). Exact, by double backward (one per task): slower, one process, no accumulation.
 * ``extra_unweighted_grad``: every parameter but W also receives ∇ Σ_i L_i (Aligned-MTL's code: its
   per-task backward passes leave their gradients in every parameter but the last shared layer's).
-* ``weighted_heads=False``: the heads are trained on their unweighted losses, the shared trunk on
-  Σ_i w_i ∂L_i/∂z (LibMTL: its per-task backward passes leave ∇L_i in the task-specific parameters and
-  only the shared parameters' gradients are replaced); needs the per-task features.
+* ``weighted_heads=False``: the heads are trained on their unweighted losses, the shared parameters on
+  Σ_i w_i ∇L_i (LibMTL: its per-task backward passes leave ∇L_i in the task-specific parameters and only
+  the shared parameters' gradients are replaced). With ``norm_at="shared"`` (LibMTL's default) exact for any
+  network: the backward pass of Σ_i L_i, then Σ_i (w_i − 1) ∇L_i added to the shared parameters. With
+  ``norm_at`` at the features (LibMTL's ``rep_grad``, which detaches the representation): task i's gradient
+  at z is multiplied by w_i on its way into the trunk, exact where the features carry every path into it.
 
 Every variant is exact; those that change the backward pass (``norm_at="shared"``,
 ``grad_through_norms``, ``extra_unweighted_grad``) take the route with per-task gradients by autograd
@@ -186,8 +189,10 @@ class GradNorm(SavesOptimizer, Balancer):
         self.grad_through_norms = boolean(grad_through_norms, "grad_through_norms")
         self.extra_unweighted_grad = boolean(extra_unweighted_grad, "extra_unweighted_grad")
         self.weighted_heads = boolean(weighted_heads, "weighted_heads")
-        if self.extra_unweighted_grad and not self.weighted_heads:
-            raise ValueError("extra_unweighted_grad and weighted_heads=false cannot be combined")
+        if not self.weighted_heads and (self.norm_at == "weights" or self.extra_unweighted_grad
+                                        or self.grad_through_norms):
+            raise ValueError("weighted_heads=false needs norm_at shared, features or features_batch_sum, without "
+                             "extra_unweighted_grad and grad_through_norms")
         if variant is not None and not isinstance(variant, str):
             raise ValueError(f"variant must be a name (text) or null, got {variant!r}")
         self.variant = variant
@@ -269,13 +274,10 @@ class GradNorm(SavesOptimizer, Balancer):
             raise ValueError(f"GradNorm(norm_at={self.norm_at!r}) needs the per-task features in backward()")
         if not on_features and not shared_params:
             raise ValueError("GradNorm needs the parameters of the last shared layer (shared_params)")
-        if not self.weighted_heads and not with_features:
-            raise ValueError("GradNorm(weighted_heads=False) needs the per-task features in backward() (where the "
-                             "heads begin)")
         if self.grad_through_norms:
             measured = self._second_order_route(losses, w, shared_params, features, backward_fn)
         elif self.norm_at == "shared" or self.extra_unweighted_grad:
-            measured = self._batched_route(losses, w, shared_params, backward_fn, features)
+            measured = self._batched_route(losses, w, shared_params, backward_fn)
         else:
             measured = self._fast_routes(losses, w, shared_params, features, with_features, backward_fn)
         update = self._update or _Update()
@@ -294,9 +296,6 @@ class GradNorm(SavesOptimizer, Balancer):
         if with_features and self.norm_at == "weights":
             uncovered = features_cover(losses, features, shared_params)
             if uncovered is not None:
-                if not self.weighted_heads:
-                    raise ValueError(f"GradNorm(weighted_heads=False): the features do not carry every path from the "
-                                     f"losses to W ({uncovered})")
                 self._note(f"the features do not carry every path from the losses to W ({uncovered})")
                 with_features = False
         if with_features:
@@ -392,34 +391,34 @@ class GradNorm(SavesOptimizer, Balancer):
         return [self._global_mean(g) for g in per_task]
 
     def _head_scales(self, w: Tensor) -> Tensor | None:
-        """weighted_heads=False: the factors w_i that the hooks on the features apply to task i's gradient at z
-        (the heads get ∇L_i, the trunk Σ_i w_i ∂L_i/∂z, as LibMTL's backward passes give); else None."""
+        """weighted_heads=False at the features: the factors w_i that the hooks on the features apply to task i's
+        gradient at z on its way into the trunk (the heads get ∇L_i); else None."""
         return None if self.weighted_heads else w
 
-    def _network_backward(self, losses, w, features, backward_fn) -> Tensor | float:
-        """The network's backward pass, keeping the graph: Σ_i w_i L_i (``extra_unweighted_grad``: Σ_i (w_i + 1) L_i;
-        ``weighted_heads=False``: Σ_i L_i with task i's gradient at z times w_i). Returns the loss scale."""
-        if not self.weighted_heads:
-            scales = self._head_scales(w)
-            handles = _hook_features(features, scales, [[None] for _ in features])
-            try:
-                ones = torch.ones_like(w)
-                return run_backward(losses.sum(), backward_fn, losses=losses, coefficients=ones, retain_graph=True)
-            finally:
-                for handle in handles:
-                    handle.remove()
-        coefficients = w + 1 if self.extra_unweighted_grad else w
-        return run_backward((coefficients * losses).sum(), backward_fn, losses=losses, coefficients=coefficients,
-                            retain_graph=True)
+    def _network_backward(self, losses, w, backward_fn) -> tuple[Tensor | float, Tensor | None]:
+        """The backward pass of Σ_i c_i L_i, keeping the graph, and what the shared parameters' gradient must be
+        corrected by afterwards, per task: c = w (the paper); ``extra_unweighted_grad``: c = w + 1, then −1 × ∇_W L_i
+        (W gets Σ w_i ∇L_i, the rest Σ (w_i + 1) ∇L_i); ``weighted_heads=False``: c = 1, then (w_i − 1) × ∇L_i
+        (the shared parameters get Σ w_i ∇L_i, the heads ∇L_i). Returns the loss scale and the correction factors
+        (None: none)."""
+        if self.extra_unweighted_grad:
+            coefficients, correction = w + 1, -torch.ones_like(w)
+        elif not self.weighted_heads:
+            coefficients, correction = torch.ones_like(w), w - 1
+        else:
+            coefficients, correction = w, None
+        scale = run_backward((coefficients * losses).sum(), backward_fn, losses=losses, coefficients=coefficients,
+                             retain_graph=True)
+        return scale, correction
 
-    def _batched_route(self, losses, w, shared_params, backward_fn, features=None) -> list[Tensor]:
+    def _batched_route(self, losses, w, shared_params, backward_fn) -> list[Tensor]:
         """The backward pass of Σ w_i L_i, then the T gradients ∇_W (w_i L_i) by one batched backward of
         the losses (task by task where it cannot be batched), at the same loss scale.
 
-        ``extra_unweighted_grad``: the backward pass is that of Σ (w_i + 1) L_i, then Σ_i ∇_W L_i is taken
-        back out of W's gradient (Aligned-MTL's network gradient)."""
-        scale = self._network_backward(losses, w, features, backward_fn)
-        if not self.extra_unweighted_grad:
+        ``extra_unweighted_grad`` and ``weighted_heads=False`` change the network's gradient as
+        :meth:`_network_backward` says; the correction uses the per-task gradients measured here."""
+        scale, correction = self._network_backward(losses, w, backward_fn)
+        if correction is None:
             seeds = torch.diag(w if isinstance(scale, float) else w * scale.to(w))
             grads = self._per_task_grads([losses], shared_params, [seeds])
         else:
@@ -428,7 +427,8 @@ class GradNorm(SavesOptimizer, Balancer):
                                               [eye if isinstance(scale, float) else eye * scale.to(w)])
             with torch.no_grad():
                 for p, g in zip(shared_params, unweighted):
-                    p.grad -= self._global_mean(g.sum(0))  # at the loss scale, as p.grad
+                    by_task = correction.view(-1, *([1] * (g.dim() - 1))).to(g.dtype)
+                    p.grad += self._global_mean((by_task * g).sum(0))  # at the loss scale, as p.grad
             grads = [g * w.view(-1, *([1] * (g.dim() - 1))).to(g.dtype) for g in unweighted]
         if not isinstance(scale, float):
             grads = [g / scale.to(g.dtype) for g in grads]
@@ -443,7 +443,7 @@ class GradNorm(SavesOptimizer, Balancer):
                              "accumulate micro-batches (trainer.accumulate_steps must be 1)")
         if distributed.world_size() > 1:
             raise ValueError("GradNorm(grad_through_norms=True) runs in one process only")
-        scale = self._network_backward(losses, w, features, backward_fn)
+        scale, _ = self._network_backward(losses, w, backward_fn)
         on_features = self.norm_at in ("features", "features_batch_sum")
         squared, parts, unweighted = [], [], []
         for i in range(self.num_tasks):
