@@ -20,7 +20,7 @@ from gradnorm.experiments import (
     expected_runs,
     load_experiment,
 )
-from gradnorm.report import figure2, figure3, figure4, figure7, methods, sensitivity, table1
+from gradnorm.report import figure2, figure3, figure4, figure7, methods, sensitivity, table1, variants
 from gradnorm.report.claims import claims_markdown, paper_report, read_claims, read_context, write_claims
 from gradnorm.report.reference import Reference, write_comparison
 from gradnorm.report.runs import load_runs, runs_frame
@@ -34,6 +34,7 @@ REPORTS = {
     "table1": table1.report,
     "sensitivity": sensitivity.report,
     "methods": methods.report,
+    "variants": variants.report,
 }
 
 
@@ -111,4 +112,5 @@ def write_paper_report(results_root: Path) -> Path:
     specs = [load_experiment(n) for n in available()]
     gpu = {s.name for s in specs if s.gpu}
     commands = {s.name: f"scripts/reproduce.py {s.name}" for s in specs}
-    return io.write_text(results_root / "REPORT.md", paper_report(results_root, gpu, commands))
+    text = paper_report(results_root, gpu, commands) + variants.report_section(results_root)
+    return io.write_text(results_root / "REPORT.md", text)
