@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint reproduce-toy reproduce-toy-all reproduce-toy-sensitivity reproduce-toy-methods report bench gpu-check smoke-nyuv2 clean
+.PHONY: help install test lint reproduce-toy reproduce-toy-all reproduce-toy-sensitivity reproduce-toy-methods reproduce-toy-variants report bench gpu-check smoke-nyuv2 clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ reproduce-toy-sensitivity: $(STAMP) ## which unstated choices decide Figure 2's 
 
 reproduce-toy-methods: $(STAMP) ## GradNorm vs DWA, RLW, FAMO, PCGrad, MGDA, CAGrad, IMTL-G, Nash-MTL on the toy (~1 h on 2 cores): results/toy_methods/
 	$(PY) scripts/reproduce.py toy_methods $(ARGS)
+
+reproduce-toy-variants: $(STAMP) ## GradNorm as LibMTL, lucidrains, LucasBoTang, brianlan, Aligned-MTL compute it, and each choice alone, vs the paper's on the toy (T=2,10, 5 seeds): results/toy_variants/
+	$(PY) scripts/reproduce.py gradnorm_variants $(ARGS)
 
 report: $(STAMP) ## tables, figures, results/REPORT.md from existing runs (RUNS=dir: just aggregate that folder)
 	$(if $(RUNS),$(PY) scripts/report.py $(RUNS),$(PY) scripts/report.py --all)
