@@ -63,7 +63,7 @@ reproduce-toy-sensitivity: $(STAMP) ## which unstated choices decide Figure 2's 
 reproduce-toy-methods: $(STAMP) ## GradNorm vs DWA, RLW, FAMO, PCGrad, MGDA, CAGrad, IMTL-G, Nash-MTL on the toy (~1 h on 2 cores): results/toy_methods/
 	$(PY) scripts/reproduce.py toy_methods $(ARGS)
 
-reproduce-toy-variants: $(STAMP) ## GradNorm as LibMTL, lucidrains, LucasBoTang, brianlan, Aligned-MTL compute it, and each choice alone, vs the paper's on the toy (T=2,10, 5 seeds): results/toy_variants/
+reproduce-toy-variants: $(STAMP) ## GradNorm as LibMTL, lucidrains, LucasBoTang, brianlan, Aligned-MTL compute it, and each choice alone, vs the paper's on the toy (T=2,10, 5 seeds; ~1 h 15 min on 2 cores): results/toy_variants/
 	$(PY) scripts/reproduce.py gradnorm_variants $(ARGS)
 
 report: $(STAMP) ## tables, figures, results/REPORT.md from existing runs (RUNS=dir: just aggregate that folder)
