@@ -99,9 +99,9 @@ def mark_budgets(results: list[ClaimResult], shorter: list[ClaimResult], steps: 
             result.budgets = {**(result.budgets or {}), str(int(steps)): early[(result.id, result.setting)]}
 
 
-def count(verdicts: list[str]) -> str:
-    """``3 reproduced, 1 partly reproduced, 4 inconclusive``: the verdicts by kind, in :data:`VERDICTS` order."""
-    counts = {v: verdicts.count(v) for v in dict.fromkeys([*VERDICTS, *verdicts])}
+def count(verdicts: list[str], order: tuple[str, ...] = VERDICTS) -> str:
+    """``3 reproduced, 1 partly reproduced, 4 inconclusive``: the verdicts by kind, in ``order`` first."""
+    counts = {v: verdicts.count(v) for v in dict.fromkeys([*order, *verdicts])}
     return ", ".join(f"{n} {v}" for v, n in counts.items() if n)
 
 

@@ -27,7 +27,15 @@ from gradnorm.report import claims as C
 from gradnorm.report.compare import compare_runs
 from gradnorm.report.curves import LAST_EVALUATIONS, late_mean, plot_band, seed_frame
 from gradnorm.report.runs import Run, group_by_t, truncate
-from gradnorm.report.stats import MACHINE_DRIFT_PERCENT, MIN_SEEDS, Outcome
+from gradnorm.report.stats import (
+    BETTER,
+    INCONCLUSIVE,
+    MACHINE_DRIFT_PERCENT,
+    MIN_SEEDS,
+    NO_DATA,
+    WORSE,
+    Outcome,
+)
 from gradnorm.report.style import method_color, method_label, new_figure, save_figure
 from gradnorm.report.tables import DASH, fmt_mean_std, markdown, seed_stats
 
@@ -41,6 +49,8 @@ REFERENCES = ("gradnorm", "equal")
 BENCH_CASES = {2: "mlp_t2", 10: "mlp_t10"}
 BENCH_JSON = Path(__file__).resolve().parents[2] / "results" / "bench" / "bench.json"
 METRIC = "task_normalized_loss"
+#: the order in which the section counts the outcomes
+OUTCOMES = (BETTER, WORSE, INCONCLUSIVE, NO_DATA)
 #: the section of REPORT.md this report writes (claims.paper_report includes it)
 VERDICTS_FILE = "methods_verdicts.md"
 
@@ -165,7 +175,7 @@ def verdicts_markdown(outcomes: dict, verdicts: list[C.ClaimResult], early: dict
             f"than that, **inconclusive** otherwise (≥ {MIN_SEEDS} seeds needed). Numbers: mean % (range over seeds, "
             "n)" + (f"; training length {'/'.join(f'{s:,}' for s in steps)} steps" if steps else "")
             + (f", also judged at {', '.join(f'{s:,}' for s in early)} steps" if early else "") + ".\n\n"
-            f"Outcomes: {C.count([v.verdict for v in verdicts]) or 'none'}"
+            f"Outcomes: {C.count([v.verdict for v in verdicts], OUTCOMES) or 'none'}"
             + (f"; budget-dependent: {sum(v.budget_dependent for v in verdicts)}"
                if any(v.budget_dependent for v in verdicts) else "") + ".\n\n")
     header = ["Method"] + [f"T={T}: against {method_label(ref)}" for T in outcomes for ref in REFERENCES]
