@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from gradnorm.report.runs import EVALUATION_COLUMN, Run
-from gradnorm.report.style import method_color, method_label, new_figure, save_figure
+from gradnorm.report.style import method_color, method_label, new_figure, plain_log_ticks, save_figure
 
 #: A run's value for comparisons: the mean of its last this many test evaluations (docs/reporting.md,
 #: "Budget-robust values"): on the toy's 200-step evaluations the last 800 steps, on curves still
@@ -99,12 +99,13 @@ def plot_band(ax, frame: pd.DataFrame, color, label: str | None, spread: str = "
 
 
 def task_loss_figure(groups: dict[str, Sequence[Run]], task_names: Sequence[str], base, title: str = "",
-                     baselines: dict[str, dict[str, float]] | None = None) -> list:
+                     baselines: dict[str, dict[str, float]] | None = None,
+                     task_labels: Sequence[str] | None = None) -> list:
     """One row per task: training loss (left, smoothed over 2% of the steps) and test loss (right), one
     colour per method, mean over seeds with a ± std band (paper Figure 3's layout).
 
     ``groups`` maps a method name to its runs; ``baselines``: task -> {"train_loss"/"test_loss": value},
-    drawn as a dashed black line (e.g. the toy's zero predictor).
+    drawn as a dashed black line (e.g. the toy's zero predictor); ``task_labels``: the panels' task names.
     """
     fig, axes = new_figure(len(task_names), 2, width=4.2, height=2.6)
     for row, task in enumerate(task_names):
@@ -118,10 +119,12 @@ def task_loss_figure(groups: dict[str, Sequence[Run]], task_names: Sequence[str]
             level = (baselines or {}).get(task, {}).get(kind)
             if level is not None and math.isfinite(level):
                 ax.axhline(level, color="black", lw=0.9, ls="--", label="zero predictor")
-            ax.set_title(f"{task}: {'training' if training else 'test'} loss")
+            label = task_labels[row] if task_labels else task
+            ax.set_title(f"{label}: {'training' if training else 'test'} loss")
             ax.set_xlabel("step")
             if _positive(ax):
                 ax.set_yscale("log")
+                plain_log_ticks(ax, "y")
     axes[0][1].legend(frameon=False, fontsize=7)
     if title:
         fig.suptitle(title)

@@ -18,7 +18,7 @@ from gradnorm import io
 from gradnorm.report import claims as C
 from gradnorm.report import figure5
 from gradnorm.report.compare import completed_by_method, gains, paired_gains
-from gradnorm.report.runs import truncate
+from gradnorm.report.runs import shorter_budgets, truncate
 from gradnorm.report.stats import MACHINE_DRIFT_PERCENT, MIN_SEEDS, decide
 from gradnorm.report.style import finish_scatter, method_color, new_figure
 from gradnorm.report.tables import fmt, fmt_mean_std, markdown, seed_stats
@@ -41,7 +41,7 @@ def report(runs: list, out: Path, footer: str = "", prefix: str = "alpha_", metr
     """
     metrics = list(metrics)
     groups, gain, outcomes, results = _checked(runs, metrics, prefix, check_peak)
-    for steps in budgets:
+    for steps in shorter_budgets(runs, budgets):
         C.mark_budgets(results, _checked([truncate(r, steps) for r in runs], metrics, prefix, check_peak)[3], steps)
     files = figure(gain, out / f"{prefix}figure7", title)
     files += figure5.figure(groups, traces_alphas, sigmas, out / f"{prefix}figure5")

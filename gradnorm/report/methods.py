@@ -26,7 +26,7 @@ from gradnorm import io
 from gradnorm.report import claims as C
 from gradnorm.report.compare import compare_runs
 from gradnorm.report.curves import LAST_EVALUATIONS, late_mean, plot_band, seed_frame
-from gradnorm.report.runs import Run, group_by_t, truncate
+from gradnorm.report.runs import Run, group_by_t, shorter_budgets, truncate
 from gradnorm.report.stats import (
     BETTER,
     INCONCLUSIVE,
@@ -69,7 +69,7 @@ def report(runs: list[Run], out: Path, footer: str = "", prefix: str = "", bench
     outcomes = comparisons(groups)
     verdicts = check_claims(outcomes, shown)
     early = {}
-    for steps in budgets:
+    for steps in shorter_budgets(runs, budgets):
         early[steps] = comparisons(group_by_t([truncate(r, steps) for r in runs]))
         C.mark_budgets(verdicts, check_claims(early[steps], shown), steps)
     files = figure(groups, outcomes, out / f"{prefix}methods_curves")

@@ -103,6 +103,12 @@ def truncate(run: Run, steps: int) -> Run:
     return Run(path=run.path, summary=short, config=config, choices=run.choices, _history=kept)
 
 
+def shorter_budgets(runs: list[Run], budgets) -> list[int]:
+    """The budgets (steps) shorter than some completed run: the ones a truncation can judge."""
+    longest = max((int((r.summary or {}).get("steps") or 0) for r in runs if r.status == "completed"), default=0)
+    return sorted(int(b) for b in budgets if int(b) < longest)
+
+
 def find_run_dirs(root: str | Path) -> list[Path]:
     """Every run directory under ``root`` (``root`` itself included), sorted by path."""
     root = Path(root)

@@ -152,12 +152,13 @@ def report(runs: list[Run], out: Path, footer: str = "", reference: str = "defau
 
 
 def differing_settings_from(cells: dict, reference: str, claim: str = "fig2.lowest_test_loss", T: int = 2) -> list[str]:
-    """Settings whose verdict on ``claim`` at ``T`` differs from the reference setting's."""
+    """Settings whose verdict on ``claim`` at ``T`` is decided (not inconclusive) and differs from the reference
+    setting's."""
     ref = cells.get(reference, {}).get(T, {}).get(claim)
     if ref is None:
         return []
     return [s for s, by_t in cells.items() if s != reference and claim in by_t.get(T, {})
-            and by_t[T][claim].result.verdict != ref.result.verdict]
+            and by_t[T][claim].result.verdict not in (ref.result.verdict, C.INCONCLUSIVE)]
 
 
 def differing_settings(runs: list[Run], reference: str, claim: str, where: str) -> list[str]:
