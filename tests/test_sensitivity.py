@@ -89,10 +89,10 @@ def test_the_factor_table_has_the_paired_gain_and_sentences_only_for_decided_out
     assert "| `better` | `trainer.optimizer.lr=1e-4` | **better** +33.1% (seeds +32.8…+33.3%, n=3) |" in row["`better`"]
     assert "**worse** -33.1%" in row["`default`"] and "the defaults" in row["`default`"]
     sentences = sensitivity.factor_sentences(groups, settings, "default")
-    assert sentences[0].startswith("- T=2, `default`: GradNorm is **worse** than equal weights (-33.1%")
+    assert sentences[0].startswith("- T=2, `default`: GradNorm is **worse** than equal weights by -33.1% (seeds")
     # `same` is worse too (no sentence: it does not differ); `better` differs and is decided
     assert len(sentences) == 2 and sentences[1].startswith(
-        "- T=2, `better` (`trainer.optimizer.lr=1e-4`): GradNorm is **better** than equal weights (+33.1%")
+        "- T=2, `better` (`trainer.optimizer.lr=1e-4`): GradNorm is **better** than equal weights by +33.1%")
     # one seed of `better` inside the drift band: inconclusive, and no sentence for it
     for run in groups["better"]:
         if run.config["seed"] == 2 and "GradNorm" in str(run.config["balancer"]["_target_"]):

@@ -347,8 +347,8 @@ def factor_sentences(groups: dict, settings: dict, reference: str) -> list[str]:
     for T in Ts:
         ref = paired_gain(groups.get(reference, []), T)
         if ref.outcome not in (INCONCLUSIVE, NO_DATA):
-            lines.append(f"- T={T}, `{reference}`: GradNorm is **{ref.outcome}** than equal weights "
-                         f"({ref.numbers()}).")
+            lines.append(f"- T={T}, `{reference}`: GradNorm is **{ref.outcome}** than equal weights by "
+                         f"{ref.numbers()}.")
         for setting, runs in groups.items():
             outcome = paired_gain(runs, T)
             if setting == reference or outcome.outcome in (INCONCLUSIVE, NO_DATA) or outcome.outcome == ref.outcome:
@@ -356,7 +356,7 @@ def factor_sentences(groups: dict, settings: dict, reference: str) -> list[str]:
             changes = ", ".join(f"`{k}={v}`" for k, v in settings.get(setting, {}).items())
             slow = T in barely_trained(runs)
             lines.append(f"- T={T}, `{setting}`" + (f" ({changes})" if changes else "") + f": GradNorm is "
-                         f"**{outcome.outcome}** than equal weights ({outcome.numbers()}), where `{reference}` is "
+                         f"**{outcome.outcome}** than equal weights by {outcome.numbers()}, where `{reference}` is "
                          f"{ref.outcome}" + (" (barely trained: about the first steps of training)" if slow else "")
                          + ".")
     return lines
