@@ -12,8 +12,9 @@ import pytest
 from gradnorm.experiments import count_values, load_experiment, merged_overrides, sweep_command
 from gradnorm.report import claims as C
 from gradnorm.report.build import REPORTS
+from gradnorm.report.curves import reported_value
 from gradnorm.report.figure2 import check_claims, group_by_t
-from gradnorm.report.runs import load_runs, reported_value, runs_frame
+from gradnorm.report.runs import load_runs, runs_frame
 from gradnorm.report.stats import pearson, percent_gain, spearman
 from gradnorm.report.tables import fmt_mean_std, group_stats, markdown, not_completed_section
 

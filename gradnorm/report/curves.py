@@ -26,13 +26,18 @@ def series(run: Run, column: str) -> pd.Series:
     return history[["step", column]].dropna().set_index("step")[column].astype(float)
 
 
-def late_window(run: Run, until: int | None = None, k: int = LAST_EVALUATIONS) -> tuple[int, int] | None:
-    """(first, last) step of the run's last ``k`` evaluations at or before step ``until`` (default: the
-    end); None without a history."""
+def late_window(run: Run, until: int | None = None, k: int = LAST_EVALUATIONS,
+                column: str | None = None) -> tuple[int, int] | None:
+    """(first, last) step of the run's last ``k`` evaluations after step 0 at or before step ``until``
+    (default: the end); None without a history. The evaluation at step 0 (the untrained network, L_i(0))
+    is no late value: a run with no other evaluation gives that one."""
     evaluations = series(run, EVALUATION_COLUMN)
+    if evaluations.empty and column is not None:  # a history without the toy's evaluation column: the metric's own
+        evaluations = series(run, column)
     steps = evaluations.index if until is None else evaluations.index[evaluations.index <= until]
     if not len(steps):
         return None
+    steps = steps[steps > 0] if (steps > 0).any() else steps
     chosen = steps[-k:]
     return int(chosen[0]), int(chosen[-1])
 
@@ -42,7 +47,7 @@ def late_mean(run: Run, column: str, until: int | None = None, k: int = LAST_EVA
     test metric the mean of its last k evaluations, for a per-step column (``train_loss/<task>``,
     ``step_time_s``) the mean of its steps in that window. A run without a history gives its summary's
     final metric (``until`` None) or NaN."""
-    window = late_window(run, until, k)
+    window = late_window(run, until, k, column)
     values = series(run, column)
     if window is None or values.empty:
         final = ((run.summary or {}).get("metrics") or {}).get(column) if until is None else None
@@ -50,6 +55,25 @@ def late_mean(run: Run, column: str, until: int | None = None, k: int = LAST_EVA
     first, last = window
     chosen = values[(values.index >= first) & (values.index <= last)]
     return float(chosen.mean()) if len(chosen) else math.nan
+
+
+#: how a table's value of a metric is chosen among a run's evaluations (literature.yaml's ``epoch_choice``):
+#: its final evaluation, or the mean of its last 10 (the SegNet-MTAN protocol: "the last 10 epochs")
+EPOCH_CHOICES = {"final": None, "last10_mean": 10}
+
+
+def reported_value(run: Run, metric: str, epoch_choice: str = "final") -> float:
+    """The value of ``metric`` a table reports for ``run``: ``final``, its last evaluation (summary.json);
+    ``last10_mean``, :func:`late_mean` over its last 10 evaluations after step 0. NaN when the run lacks
+    the metric."""
+    if epoch_choice not in EPOCH_CHOICES:
+        raise ValueError(f"epoch_choice must be one of {', '.join(EPOCH_CHOICES)}, got {epoch_choice!r}")
+    if epoch_choice == "final":
+        value = ((run.summary or {}).get("metrics") or {}).get(metric)
+        return math.nan if value is None else float(value)
+    if run.history is None or metric not in run.history:
+        return math.nan
+    return late_mean(run, metric, k=EPOCH_CHOICES[epoch_choice])
 
 
 def first_value(run: Run, column: str) -> float:

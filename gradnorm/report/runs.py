@@ -72,27 +72,6 @@ class Run:
         return self._history
 
 
-#: how a run's reported value of a metric is chosen among its evaluations (literature.yaml's epoch_choice)
-EPOCH_CHOICES = ("final", "last10_mean")
-#: evaluations averaged by ``last10_mean`` (the SegNet-MTAN protocol: "the last 10 epochs", one evaluation each)
-LAST_EVALUATIONS = 10
-
-
-def reported_value(run: Run, metric: str, epoch_choice: str = "final") -> float:
-    """The value of ``metric`` a table reports for ``run``: ``final``, its last evaluation (summary.json);
-    ``last10_mean``, the mean of its last :data:`LAST_EVALUATIONS` evaluations after step 0 (history.csv),
-    or of all of them when it has fewer. NaN when the run lacks the metric."""
-    if epoch_choice not in EPOCH_CHOICES:
-        raise ValueError(f"epoch_choice must be one of {', '.join(EPOCH_CHOICES)}, got {epoch_choice!r}")
-    if epoch_choice == "final":
-        value = ((run.summary or {}).get("metrics") or {}).get(metric)
-        return math.nan if value is None else float(value)
-    history = run.history
-    if history is None or metric not in history or "step" not in history:
-        return math.nan
-    values = pd.to_numeric(history.loc[history["step"] > 0, metric], errors="coerce").dropna()
-    return float(values.tail(LAST_EVALUATIONS).mean()) if len(values) else math.nan
-
 def truncate(run: Run, steps: int) -> Run:
     """The run as it stood after ``steps`` training steps: its history up to that step, and a summary whose
     ``metrics`` are the last evaluation at or before it, ``weights`` the weights at it and ``mean_weights``

@@ -14,7 +14,7 @@ Two tables per backbone (``<prefix>table1.md``):
    published row from our runs (``literature.protocol_differences``).
 
 Our cells are mean ± std over seeds of each run's reported value (``epoch_choice``: ``final`` or
-``last10_mean``, ``gradnorm.report.runs.reported_value``).
+``last10_mean``, ``gradnorm.report.curves.reported_value``).
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ from gradnorm.report import claims as C
 from gradnorm.report import literature as lit_mod
 from gradnorm.report.claims import paper
 from gradnorm.report.compare import by_seed, completed_by_method, static_claim
-from gradnorm.report.curves import late_mean, series
+from gradnorm.report.curves import late_mean, reported_value, series
 from gradnorm.report.methods import LATER_METHODS, PAPER_METHODS
-from gradnorm.report.runs import reported_value
 from gradnorm.report.stats import MACHINE_DRIFT_PERCENT, MIN_SEEDS, beyond, compare, decide
 from gradnorm.report.style import SINGLE_TASK, method_label
 from gradnorm.report.tables import DASH, fmt, fmt_mean_std, markdown, seed_stats
