@@ -4,8 +4,8 @@ Shared trunk: 5×5 convolution to 10 channels, 2×2 max-pool, ReLU; 5×5 convolu
 2×2 max-pool, ReLU; a fully connected layer 320 → 50 (for 28×28 inputs), ReLU. That last layer is
 GradNorm's W. Each task's head: fully connected 50 → 50, ReLU, 50 → the task's outputs.
 
-The authors' code also drops channels after the second convolution and units in the heads (p = 0.5,
-one mask shared by the tasks); ``dropout`` (default 0: none) turns that on (docs/multimnist.md).
+The authors' code also drops channels after the second convolution (one mask for all tasks) and units
+after each head's hidden layer, p = 0.5; ``dropout`` (default 0: none) turns that on (docs/multimnist.md).
 About 21k shared and 3k parameters per classification head.
 """
 
