@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint reproduce-toy reproduce-toy-all reproduce-toy-sensitivity reproduce-toy-methods report bench gpu-check smoke-nyuv2 clean
+.PHONY: help install test lint reproduce-toy reproduce-toy-all reproduce-toy-sensitivity reproduce-toy-methods reproduce-multimnist report bench gpu-check smoke-nyuv2 clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ reproduce-toy-sensitivity: $(STAMP) ## which unstated choices decide Figure 2's 
 
 reproduce-toy-methods: $(STAMP) ## GradNorm vs DWA, RLW, FAMO, PCGrad, MGDA, CAGrad, IMTL-G, Nash-MTL on the toy (~1 h on 2 cores): results/toy_methods/
 	$(PY) scripts/reproduce.py toy_methods $(ARGS)
+
+reproduce-multimnist: $(STAMP) ## GradNorm on real data: MultiMNIST, 2 and 3 tasks, 12 methods x 5 seeds (~26-28 min on 2 cores): results/multimnist/
+	$(PY) scripts/reproduce.py multimnist $(ARGS)
 
 report: $(STAMP) ## tables, figures, results/REPORT.md from existing runs (RUNS=dir: just aggregate that folder)
 	$(if $(RUNS),$(PY) scripts/report.py $(RUNS),$(PY) scripts/report.py --all)
