@@ -59,6 +59,20 @@ def test_too_few_seeds_decide_nothing_and_pairs_need_both_runs():
     assert paired == {0: pytest.approx(50.0), 1: pytest.approx(75.0)}
 
 
+def test_accuracies_are_compared_in_points_against_a_band_in_points():
+    # MultiMNIST: accuracies in %, differences in points (not % of the reference), the band in points
+    reference = {0: 89.0, 1: 90.0, 2: 89.0}
+    paired = stats.absolute_differences({0: 91.0, 1: 92.5, 2: 90.2, 3: 95.0}, reference, higher_is_better=True)
+    assert paired == {0: pytest.approx(2.0), 1: pytest.approx(2.5), 2: pytest.approx(1.2)}  # seed 3: no reference
+    win = stats.decide(paired, band=1.0, unit=stats.POINTS)
+    assert win.outcome == stats.BETTER and win.text() == "better: +1.9 points (seeds +1.2…+2.5 points, n=3)"
+    assert stats.decide(paired, band=1.5, unit=stats.POINTS).outcome == stats.INCONCLUSIVE  # seed 2 inside
+    # lower is better (an error in points): the same numbers the other way round
+    assert stats.absolute_differences({0: 91.0}, {0: 89.0}) == {0: pytest.approx(-2.0)}
+    assert stats.decide({0: -2.0, 1: -1.5, 2: -3.0}, band=1.0, unit=stats.POINTS).text() == (
+        "worse: -2.2 points (seeds -3.0…-1.5 points, n=3)")
+
+
 def test_a_threshold_in_every_seed():
     assert stats.beyond([0.02, 0.05, 0.08], 0.1, above=False).outcome == stats.BETTER
     assert stats.beyond([0.12, 0.2, 0.5], 0.1, above=False).outcome == stats.WORSE

@@ -18,7 +18,8 @@ so the whole range [min_s d_s, max_s d_s] must clear the band on one side: the m
 tied both to the drift (no single run can flip the sign by moving as much as runs move between
 machines) and to the spread of the paired differences (a wide spread needs a larger mean).
 :func:`compare` does this for per-seed values; :func:`decide` for differences already computed
-(e.g. a % gain averaged over tasks); :func:`beyond` grades a per-seed quantity against a stated
+(e.g. a % gain averaged over tasks, or :func:`absolute_differences` of accuracies in points, graded
+against a band in points); :func:`beyond` grades a per-seed quantity against a stated
 threshold (e.g. "the weights drift by at most 10%") with the same three outcomes.
 """
 
@@ -39,6 +40,10 @@ MACHINE_DRIFT_PERCENT = 3.0
 MIN_SEEDS = 3
 
 BETTER, WORSE, INCONCLUSIVE, NO_DATA = "better", "worse", "inconclusive", "no data"
+#: the unit of differences between percentages (accuracies in %): ``+1.2 points``
+POINTS = " points"
+#: units whose numbers are written with their sign (differences)
+SIGNED_UNITS = ("%", POINTS)
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ class Outcome:
         """``+6.5% (seeds +4.1…+9.0%, n=5)``: the mean, the range over seeds, n."""
         if not self.values:
             return "no paired seeds"
-        sign = "+" if self.unit == "%" else ""
+        sign = "+" if self.unit in SIGNED_UNITS else ""
         f = f"{{:{sign}.{digits}f}}"
         spread = (f" (seeds {f.format(self.low)}…{f.format(self.high)}{self.unit}, n={self.n})" if self.n > 1
                   else " (n=1)")
@@ -112,6 +117,16 @@ def relative_differences(values: Mapping[Hashable, float], reference: Mapping[Ha
     x, r = _finite(values), _finite(reference)
     sign = 1.0 if higher_is_better else -1.0
     return {s: 100.0 * sign * (x[s] - r[s]) / abs(r[s]) for s in x if s in r and r[s] != 0}
+
+
+def absolute_differences(values: Mapping[Hashable, float], reference: Mapping[Hashable, float], *,
+                         higher_is_better: bool = False) -> dict:
+    """Per seed present in both: d_s = r_s − x_s (lower is better) or x_s − r_s (higher is better), in the
+    metric's own unit (e.g. accuracy points), positive when ``values`` is better. Non-finite values are
+    left out."""
+    x, r = _finite(values), _finite(reference)
+    sign = 1.0 if higher_is_better else -1.0
+    return {s: sign * (x[s] - r[s]) for s in x if s in r}
 
 
 def decide(differences: Mapping | Sequence[float], *, band: float = MACHINE_DRIFT_PERCENT, min_n: int = MIN_SEEDS,
