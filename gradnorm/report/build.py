@@ -8,6 +8,7 @@ verdicts on the paper's claims).
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from gradnorm.experiments import (
     expected_runs,
     load_experiment,
 )
-from gradnorm.report import figure2, figure3, figure4, figure7, methods, sensitivity, table1
+from gradnorm.report import figure2, figure3, figure4, figure7, methods, multimnist, sensitivity, table1
 from gradnorm.report.archive import ARCHIVE_DIR, archive_runs
 from gradnorm.report.claims import claims_markdown, paper_report, read_claims, read_context, write_claims
 from gradnorm.report.reference import Reference, write_comparison
@@ -35,7 +36,11 @@ REPORTS = {
     "table1": table1.report,
     "sensitivity": sensitivity.report,
     "methods": methods.report,
+    "multimnist": multimnist.report,
 }
+#: report kind -> the file of sentences its report writes, shown in the results folder's README.md under the
+#: experiment's heading (REPORT.md has it as a section too: claims.paper_report)
+README_SECTIONS = {"multimnist": multimnist.VERDICTS_FILE}
 
 
 def build_report(experiment: Experiment, runs_dir: Path, out_dir: Path, extras: list[str] | None = None) -> list[Path]:
@@ -53,6 +58,8 @@ def build_report(experiment: Experiment, runs_dir: Path, out_dir: Path, extras: 
     params = {k: v for k, v in experiment.report.items() if k != "kind"}
     if experiment.settings:  # a study of named settings: its report gets them and the sweeps' wall times
         params.update(settings=experiment.settings, timing=_sweep_times(runs_dir))
+    elif "timing" in inspect.signature(REPORTS[kind]).parameters:  # a report that quotes the sweeps' wall times
+        params.update(timing=_sweep_times(runs_dir))
     prefix = params.get("prefix", "")
     out_dir.mkdir(parents=True, exist_ok=True)
     before = Reference.read(out_dir / f"{prefix}runs.csv", out_dir / f"claims_{experiment.name}.json")
@@ -100,6 +107,9 @@ def write_results_readme(out_dir: Path) -> Path:
         lines.append("Files: " + ", ".join(f"`{n}`" for n in own + [f"claims_{exp}.json"])
                      + (f"; the runs (summary, history every few steps): `{ARCHIVE_DIR}/{exp}/`" if exp in archived
                         else "") + "\n")
+        section = README_SECTIONS.get(spec.report.get("kind")) if spec else None
+        if section and (out_dir / section).is_file():
+            lines.append((out_dir / section).read_text())
         lines.append(claims_markdown(results))
     return io.write_text(out_dir / "README.md", "\n".join(lines) + "\n")
 

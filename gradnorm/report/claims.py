@@ -200,4 +200,6 @@ def paper_report(root: str | Path, gpu_experiments: set[str], commands: dict[str
                  + section.read_text())
     for decides in sorted(Path(root).glob("*/decides.md")):  # written by sensitivity studies
         text += (f"\n## What decides each claim ({decides.parent.name})\n\n" + decides.read_text())
+    for section in sorted(Path(root).glob("*/multimnist_verdicts.md")):  # written by the MultiMNIST report
+        text += "\n## GradNorm on real data (MultiMNIST)\n\n" + section.read_text()
     return text
