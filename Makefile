@@ -63,7 +63,7 @@ reproduce-toy-sensitivity: $(STAMP) ## which unstated choices decide Figure 2's 
 reproduce-toy-methods: $(STAMP) ## GradNorm vs DWA, RLW, FAMO, PCGrad, MGDA, CAGrad, IMTL-G, Nash-MTL on the toy (~1 h on 2 cores): results/toy_methods/
 	$(PY) scripts/reproduce.py toy_methods $(ARGS)
 
-reproduce-multimnist: $(STAMP) ## GradNorm on real data: MultiMNIST, 2 and 3 tasks, 12 methods x 5 seeds (~26-28 min on 2 cores): results/multimnist/
+reproduce-multimnist: $(STAMP) ## GradNorm on real data: MultiMNIST, 2 and 3 tasks, 12 methods x 5 seeds (~25-26.5 min on 2 cores; ARGS=logger=none ~24.5): results/multimnist/
 	$(PY) scripts/reproduce.py multimnist $(ARGS)
 
 report: $(STAMP) ## tables, figures, results/REPORT.md from existing runs (RUNS=dir: just aggregate that folder)
