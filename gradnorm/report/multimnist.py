@@ -67,8 +67,9 @@ WEIGHT_METHODS = ("uncertainty", "famo", "mgda")
 FIRST_EPOCH_METHODS = ("equal", "uncertainty", "famo", "mgda")
 #: how many epochs the first-epochs figure and tables show
 FIRST_EPOCHS = 6
-#: the steps of the first-epochs weights table (besides the first steps of epochs 1..FIRST_EPOCHS)
-FIRST_STEPS = (0, 5, 10, 20, 30, 40)
+#: the steps of the first-epochs weights table besides the ends of epochs 1..FIRST_EPOCHS (even steps: the
+#: archived histories keep every other step of a 690-step run)
+FIRST_STEPS = (0, 10, 20, 30, 40)
 #: the step (besides the end of the first epoch) at which the sentences give the sum task's share of the weights
 SHARE_STEP = 10
 #: "learned": the mean accuracy level whose first epoch the first-epochs table gives
