@@ -13,7 +13,16 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from gradnorm.checks import ConfigError, as_float, boolean, choice, integer, positive_int
+# the checks' home is gradnorm.checks; their names stay importable from here, where they lived before
+from gradnorm.checks import (  # noqa: F401
+    ConfigError,
+    as_float,
+    boolean,
+    choice,
+    first_line,
+    integer,
+    positive_int,
+)
 
 #: conf/: the Hydra config tree (conf/<group>/*.yaml mirrors gradnorm/<package>/)
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"

@@ -19,6 +19,8 @@ if TYPE_CHECKING:  # pandas only where tables are made: GradNorm static reads a 
 
 SUMMARY = "summary.json"
 HISTORY = "history.csv"
+#: a run's history kept with its results (gzip, fewer rows: gradnorm/report/archive.py); read like history.csv
+ARCHIVED_HISTORY = "history.csv.gz"
 #: ``summary.json``'s ``status``: a run that finished, that stopped on an error, or that a signal stopped
 COMPLETED, FAILED, INTERRUPTED = "completed", "failed", "interrupted"
 #: history columns that are not final metrics of the run (weights, training losses)
@@ -102,11 +104,23 @@ def read_summary(run_dir: str | Path) -> dict:
     return json.loads((Path(run_dir) / SUMMARY).read_text())
 
 
+def write_archived_history(run_dir: str | Path, frame: pd.DataFrame) -> Path:
+    """``history.csv.gz``: a history table, gzip-compressed (no timestamp in the header, so the same table
+    gives the same bytes), floats to 6 significant digits."""
+    return io.save_csv(Path(run_dir) / ARCHIVED_HISTORY, frame, float_format="%.6g",
+                       compression={"method": "gzip", "mtime": 0})
+
+
 def read_history(run_dir: str | Path) -> pd.DataFrame | None:
-    """``history.csv`` of ``run_dir`` as a table; None if absent or unreadable."""
+    """``history.csv`` of ``run_dir`` (or, in an archived run, ``history.csv.gz``) as a table; None if absent
+    or unreadable."""
     import pandas as pd
 
-    try:
-        return pd.read_csv(Path(run_dir) / HISTORY)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
-        return None
+    for name in (HISTORY, ARCHIVED_HISTORY):
+        path = Path(run_dir) / name
+        if path.is_file():
+            try:
+                return pd.read_csv(path)
+            except (OSError, EOFError, pd.errors.ParserError, pd.errors.EmptyDataError):
+                return None
+    return None

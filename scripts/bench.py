@@ -54,7 +54,7 @@ from gradnorm.train import autocast_dtype, build, params_for, seed_everything, t
 
 ROOT = Path(__file__).resolve().parent.parent
 EVERY = 4  # the `every=k` row; blocks hold a multiple of k steps so each has the same share of updates
-TOY_MODELS = {"mlp"}  # conf/model choices that are not image backbones
+TOY_MODELS = {"mlp", "multilenet"}  # conf/model choices that are not dense (NYUv2) image backbones
 #: the goals for GradNorm's step time over equal weights' (medians; issue #6)
 TARGETS = {"mlp_t10": 1.30, "mlp_t2": 1.15, "conv_cpu": 1.05, "segnet_gpu": 1.10,
            # networks that are not MultiTaskModels, GradNorm given only W (issue #14)

@@ -24,7 +24,8 @@ from gradnorm.balancers import DWA, FAMO, MGDA, RLW, CAGrad, GradNorm, NashMTL, 
 from gradnorm.checkpoint import CHECKPOINT
 from gradnorm.data import ToyRegression
 from gradnorm.models import MLP
-from gradnorm.train import train
+from gradnorm.tasks import Regression
+from gradnorm.train import train, train_step
 
 HEADS = {"a": 3, "b": 2, "c": 4}
 SCALES = {"a": 1.0, "b": 10.0, "c": 0.3}
@@ -54,7 +55,13 @@ VARIANTS = {
     "famo": (lambda: FAMO(3, optimizer=SGD), True, LOOSE, CHANGED),
     "dwa": (lambda: DWA(3, window=1), True, LOOSE, CHANGED),
     "rlw": (lambda: RLW(3, seed=2), True, LOOSE, CHANGED),
+    # gradient accumulation under DDP (train_step: 2 micro-batches per rank, the first under no_sync)
+    # against one process on the whole global batch in one go
+    "gradnorm-accumulate": (lambda: GradNorm(3, alpha=1.5, optimizer=SGD), True, EXACT, EVERY_STEP),
+    "uncertainty-accumulate": (lambda: Uncertainty(3, optimizer=SGD), True, EXACT, EVERY_STEP),
+    "pcgrad-accumulate": (lambda: PCGrad(3, seed=1), True, LOOSE, CHANGED),
 }
+TASKS = [Regression(name, size) for name, size in HEADS.items()]
 
 
 def global_batches(world: int):
@@ -80,6 +87,11 @@ def train_steps(variant: str, batches, rank: int, world: int):
     weights = []
     for x, targets in batches:
         rows = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH) if world > 1 else slice(None)
+        if variant.endswith("-accumulate"):  # the suite's train_step, in micro-batches under DDP
+            train_step(model, TASKS, balancer, optimizer, x[rows], {k: v[rows] for k, v in targets.items()}, shared,
+                       accumulate_steps=2 if world > 1 else 1)
+            weights.append(balancer.weights)
+            continue
         predictions, features = model(x[rows])
         losses = torch.stack([((predictions[k] - targets[k][rows]) ** 2).mean() for k in HEADS])
         optimizer.zero_grad()

@@ -9,8 +9,8 @@ import torch
 from cli_runs import tiny_config
 
 from gradnorm.balancers import GradNorm
-from gradnorm.checks import ConfigError
 from gradnorm.checkpoint import CHECKPOINT
+from gradnorm.checks import ConfigError
 from gradnorm.config import TrainerSettings
 from gradnorm.models import MLP
 from gradnorm.tasks import Regression

@@ -1,5 +1,5 @@
-"""The report of GradNorm's variants (gradnorm/report/variants.py; experiments/gradnorm_variants*.yaml): the paired
-statistics on hand-made numbers, the report on hand-made runs with known outcomes, REPORT.md's section, every
+"""The report of GradNorm's variants (gradnorm/report/variants.py; experiments/gradnorm_variants*.yaml): the report
+on hand-made runs with known outcomes (the paired statistics themselves: tests/test_verdicts.py), REPORT.md's section, every
 setting of both experiments building its balancer, and both experiments end to end at a tiny size (the NYUv2 one
 on generated data)."""
 
@@ -20,29 +20,10 @@ from gradnorm.experiments import load_experiment
 from gradnorm.report import variants as V
 from gradnorm.report.build import REPORTS
 from gradnorm.report.runs import load_runs
+from gradnorm.report.stats import BETTER, INCONCLUSIVE, WORSE
 from gradnorm.train import build
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-# -- the paired statistics (issue 20's meaning) ---------------------------------------------------------------
-def test_decide_grades_paired_differences_with_a_band_and_enough_seeds():
-    assert V.decide({0: 5.0, 1: 4.0, 2: 3.5}, band=3.0).outcome == V.BETTER
-    assert V.decide({0: -5.0, 1: -4.0, 2: -3.5}, band=3.0).outcome == V.WORSE
-    assert V.decide({0: 5.0, 1: 4.0, 2: 2.0}, band=3.0).outcome == V.INCONCLUSIVE  # one seed inside the band
-    assert V.decide({0: 5.0, 1: -4.0, 2: 6.0}, band=3.0).outcome == V.INCONCLUSIVE  # mixed signs
-    assert V.decide({0: 9.0, 1: 8.0}, band=3.0).outcome == V.INCONCLUSIVE  # too few seeds
-    assert V.decide({}, band=3.0).outcome == V.NO_DATA
-    outcome = V.decide({0: 4.0, 1: 6.0, 2: 8.0}, band=3.0)
-    assert (outcome.mean, outcome.low, outcome.high, outcome.n) == (6.0, 4.0, 8.0, 3)
-    assert outcome.text() == "better: +6.0% (seeds +4.0…+8.0%, n=3)"
-
-
-def test_differences_are_per_seed_and_positive_when_the_variant_is_better():
-    values, reference = {0: 0.9, 1: 1.2, 2: float("nan"), 5: 1.0}, {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0}
-    assert V.relative_differences(values, reference) == pytest.approx({0: 10.0, 1: -20.0})
-    assert V.relative_differences(values, reference, higher_is_better=True) == pytest.approx({0: -10.0, 1: 20.0})
-    assert V.absolute_differences({0: -2.0, 1: 3.0}, {0: 1.0, 1: 1.0}) == pytest.approx({0: 3.0, 1: -2.0})
 
 
 # -- the report on hand-made runs ------------------------------------------------------------------------------
@@ -94,13 +75,13 @@ def test_the_report_pairs_every_variant_with_the_papers_gradnorm_and_equal_weigh
     groups = {g.name: g for g in V.compare_groups(load_runs(variant_runs), "paper", "equal", "task_normalized_loss",
                                                   "final", "relative", 3.0, False, settings)}
     t2 = groups["toy T=2"]
-    assert t2.paper_vs_equal.outcome == V.WORSE
+    assert t2.paper_vs_equal.outcome == WORSE
     by = {c.setting: c for c in t2.variants}
     assert [c.setting for c in t2.variants] == ["softmax", "l1", "libmtl"]  # the spec's order
-    assert by["softmax"].against_paper.outcome == V.BETTER and by["softmax"].against_equal.outcome == V.BETTER
+    assert by["softmax"].against_paper.outcome == BETTER and by["softmax"].against_equal.outcome == BETTER
     assert by["softmax"].moved(t2.paper_vs_equal.outcome) is True
-    assert by["l1"].against_paper.outcome == V.INCONCLUSIVE and by["l1"].moved(V.WORSE) is False
-    assert by["libmtl"].against_equal.outcome == V.INCONCLUSIVE and by["libmtl"].label == "GradNorm α=0.12 [libmtl]"
+    assert by["l1"].against_paper.outcome == INCONCLUSIVE and by["l1"].moved(WORSE) is False
+    assert by["libmtl"].against_equal.outcome == INCONCLUSIVE and by["libmtl"].label == "GradNorm α=0.12 [libmtl]"
     assert by["softmax"].against_paper.values[0] == pytest.approx(100 * (1.20 - 0.90) / 1.20)
 
     claims = {v.setting: v for v in verdicts}

@@ -168,7 +168,8 @@ class Balancer(nn.Module):
 
 
 def run_backward(total: Tensor, backward_fn: BackwardFn | None = None, *, losses: Tensor | None = None,
-                 coefficients: Tensor | None = None, retain_graph: bool = False) -> Tensor | float:
+                 coefficients: Tensor | None = None, retain_graph: bool = False,
+                 inputs: Sequence[Tensor] | None = None) -> Tensor | float:
     """Run the backward pass of ``total`` = Σ_i c_i L_i through ``backward_fn`` (or ``total.backward()``)
     and return the factor S by which ``backward_fn`` scaled it: 1.0 without one; with one (and
     ``losses``/``coefficients`` given), measured where the gradient reaches the losses,
@@ -176,8 +177,11 @@ def run_backward(total: Tensor, backward_fn: BackwardFn | None = None, *, losses
         S = Σ_i ∂(S·total)/∂L_i / Σ_i c_i,
 
     a 0-d tensor (no host sync). A GradScaler's S is its current scale; the balancers divide it out of
-    every gradient they measure."""
+    every gradient they measure. ``inputs``: accumulate into these leaves only (``Tensor.backward``'s
+    ``inputs``; autograd then skips what leads only elsewhere)."""
     kwargs = {"retain_graph": True} if retain_graph else {}
+    if inputs is not None:
+        kwargs["inputs"] = list(inputs)
     if backward_fn is None:
         total.backward(**kwargs)
         return 1.0

@@ -60,6 +60,7 @@ from torch import Tensor
 
 from gradnorm import distributed
 from gradnorm.balancers.base import Balancer, run_backward
+from gradnorm.balancers.task_split import leaves_above
 from gradnorm.checks import first_line
 
 PLACES = ("shared", "representation")
@@ -143,18 +144,22 @@ class GradientBalancer(Balancer):
                 self._warn_reset()
                 update = self._update = _Update()
             update.params = params
-            return self._backward_shared(losses, params, update, backward_fn)
+            return self._backward_shared(losses, params, update, backward_fn, features)
         if features is None or len(features) != self.num_tasks:
             raise ValueError(f"{type(self).__name__}(at='representation') needs the per-task features "
                              "in backward()")
         return self._backward_representation(losses, features, update, backward_fn)
 
-    def _backward_shared(self, losses, params, update: _Update, backward_fn) -> dict[str, float]:
-        # ∇ Σ L_i for the heads; the shared parameters' part of it is set aside and replaced by d.
+    def _backward_shared(self, losses, params, update: _Update, backward_fn, features) -> dict[str, float]:
+        # ∇ Σ L_i for the heads; the shared parameters' part of it is set aside and replaced by d. In one
+        # process that backward pass accumulates into the heads only (inputs=, found above the features):
+        # the trunk's share of it would be thrown away. Under DDP it runs whole (its reducer expects every
+        # parameter's gradient).
         held = [p.grad for p in params]
         for p in params:
             p.grad = None
-        scale = run_backward(losses.sum(), backward_fn, losses=losses, retain_graph=True)
+        heads = leaves_above(losses, params, features) if distributed.world_size() == 1 else None
+        scale = run_backward(losses.sum(), backward_fn, losses=losses, retain_graph=True, inputs=heads or None)
         grads, failed = task_gradients(losses, params, batched=not self._unbatchable, scale=scale)
         if failed is not None:
             self._unbatchable = True

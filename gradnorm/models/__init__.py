@@ -4,7 +4,8 @@ from gradnorm.models.base import MultiTaskModel
 from gradnorm.models.fcn import FCN
 from gradnorm.models.mlp import MLP
 from gradnorm.models.mtan import MTAN
+from gradnorm.models.multilenet import MultiLeNet
 from gradnorm.models.resnet import ThinResNet
 from gradnorm.models.segnet import SegNet
 
-__all__ = ["FCN", "MLP", "MTAN", "MultiTaskModel", "SegNet", "ThinResNet"]
+__all__ = ["FCN", "MLP", "MTAN", "MultiLeNet", "MultiTaskModel", "SegNet", "ThinResNet"]

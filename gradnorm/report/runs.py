@@ -23,6 +23,8 @@ from gradnorm.report.style import SINGLE_TASK, method_label
 
 #: status of a run directory without summary.json (crashed, killed, or still running)
 MISSING = "missing"
+#: the column every evaluation row of a history has (docs/architecture.md, "Run outputs")
+EVALUATION_COLUMN = "task_normalized_loss"
 
 _SKIP_DIRS = {".hydra", "checkpoints", "wandb", "__pycache__"}
 
@@ -71,26 +73,41 @@ class Run:
         return self._history
 
 
-#: how a run's reported value of a metric is chosen among its evaluations (literature.yaml's epoch_choice)
-EPOCH_CHOICES = ("final", "last10_mean")
-#: evaluations averaged by ``last10_mean`` (the SegNet-MTAN protocol: "the last 10 epochs", one evaluation each)
-LAST_EVALUATIONS = 10
+def truncate(run: Run, steps: int) -> Run:
+    """The run as it stood after ``steps`` training steps: its history up to that step, and a summary whose
+    ``metrics`` are the last evaluation at or before it, ``weights`` the weights at it and ``mean_weights``
+    the average over the steps before it. On the toy this is exactly a ``steps``-step run (no schedule;
+    batches are a pure function of seed and step: docs/toy.md). A run that is not longer, or has no
+    history, is returned as it is."""
+    history, summary = run.history, run.summary
+    if history is None or summary is None or "step" not in history or int(summary.get("steps") or 0) <= steps:
+        return run
+    kept = history[history["step"] <= steps]
+    evaluated = kept[kept[EVALUATION_COLUMN].notna()] if EVALUATION_COLUMN in kept else kept.iloc[0:0]
+    if evaluated.empty:
+        return run
+    last = evaluated.iloc[-1]
+    names = run.task_names
+    weight_columns = [f"weight/{n}" for n in names if f"weight/{n}" in kept]
+    at = kept[kept["step"] == int(last["step"])]
+    training = kept[kept["step"] < int(last["step"])]
+    short = dict(summary)
+    short["metrics"] = {k: float(last[k]) for k in (summary.get("metrics") or {}) if k in last and pd.notna(last[k])}
+    short["metrics_step"] = int(last["step"])
+    short["steps"] = int(last["step"])
+    if len(weight_columns) == len(names) and names:
+        short["weights"] = [float(at[c].iloc[-1]) for c in weight_columns] if len(at) else summary.get("weights")
+        short["mean_weights"] = [float(training[c].mean()) for c in weight_columns]
+    config = dict(run.config)
+    config["trainer"] = {**(config.get("trainer") or {}), "max_steps": int(last["step"])}
+    short["config"] = config
+    return Run(path=run.path, summary=short, config=config, choices=run.choices, _history=kept)
 
 
-def reported_value(run: Run, metric: str, epoch_choice: str = "final") -> float:
-    """The value of ``metric`` a table reports for ``run``: ``final``, its last evaluation (summary.json);
-    ``last10_mean``, the mean of its last :data:`LAST_EVALUATIONS` evaluations after step 0 (history.csv),
-    or of all of them when it has fewer. NaN when the run lacks the metric."""
-    if epoch_choice not in EPOCH_CHOICES:
-        raise ValueError(f"epoch_choice must be one of {', '.join(EPOCH_CHOICES)}, got {epoch_choice!r}")
-    if epoch_choice == "final":
-        value = ((run.summary or {}).get("metrics") or {}).get(metric)
-        return math.nan if value is None else float(value)
-    history = run.history
-    if history is None or metric not in history or "step" not in history:
-        return math.nan
-    values = pd.to_numeric(history.loc[history["step"] > 0, metric], errors="coerce").dropna()
-    return float(values.tail(LAST_EVALUATIONS).mean()) if len(values) else math.nan
+def shorter_budgets(runs: list[Run], budgets) -> list[int]:
+    """The budgets (steps) shorter than some completed run: the ones a truncation can judge."""
+    longest = max((int((r.summary or {}).get("steps") or 0) for r in runs if r.status == "completed"), default=0)
+    return sorted(int(b) for b in budgets if int(b) < longest)
 
 
 def find_run_dirs(root: str | Path) -> list[Path]:

@@ -4,9 +4,9 @@ implementation computes it, and each of their choices alone, against the paper's
 The runs of ``experiments/gradnorm_variants.yaml`` (the toy) and ``gradnorm_variants_nyuv2.yaml`` (NYUv2) carry
 ``setting``, the variant's name; the ``reference`` setting holds the paper's GradNorm, the ``baseline`` setting
 equal weights. In every group (the toy: T = 2, T = 10; NYUv2: its one set-up) each variant's runs are paired with
-the references' by seed (same data, same initial network) on one metric (``metric``, read as ``epoch_choice``
-says) and the per-seed differences graded better / worse / inconclusive beyond a minimum effect ``band``
-(:func:`decide`). A variant *moves the verdict* when its outcome against equal weights differs from the paper's
+the references' by seed (same data, same initial network) on one metric (``metric``, the run's late value or as
+``epoch_choice`` says) and the per-seed differences graded better / worse / inconclusive beyond a minimum effect
+``band`` (``gradnorm.report.stats.decide``). A variant *moves the verdict* when its outcome against equal weights differs from the paper's
 GradNorm's; by how much is its paired difference from the paper's GradNorm.
 
 Written files (into the results folder):
@@ -21,7 +21,6 @@ Verdicts: ``variants.verdict_unchanged`` per group (paper_numbers.yaml).
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,105 +31,34 @@ from gradnorm.balancers.gradnorm import variant_name
 from gradnorm.experiments import ExperimentError, available, load_experiment
 from gradnorm.report import claims as C
 from gradnorm.report import literature
-from gradnorm.report.runs import Run, method_of, reported_value
+from gradnorm.report.curves import LAST_EVALUATIONS, late_mean, reported_value
+from gradnorm.report.runs import Run, method_of
+from gradnorm.report.stats import (
+    BETTER,
+    MIN_SEEDS,
+    NO_DATA,
+    POINTS,
+    WORSE,
+    Outcome,
+    absolute_differences,
+    decide,
+    relative_differences,
+)
 from gradnorm.report.style import method_label, new_figure, save_figure
 from gradnorm.report.tables import DASH, fmt, fmt_mean_std, markdown, seed_stats
-
-# -- issue 20's paired statistics ----------------------------------------------------------------------------
-# ISSUE-20: gradnorm.report.stats (branch `verdicts`) has these with the same meaning; once it is on main, replace
-# this block by `from gradnorm.report.stats import BETTER, INCONCLUSIVE, NO_DATA, WORSE, Outcome, decide,
-# relative_differences` (and MIN_SEEDS).
-BETTER, WORSE, INCONCLUSIVE, NO_DATA = "better", "worse", "inconclusive", "no data"
-#: fewest paired seeds for "better" or "worse"
-MIN_SEEDS = 3
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A comparison over seeds: the outcome and the per-seed differences behind it (positive = better)."""
-
-    outcome: str
-    values: dict
-    band: float
-    unit: str = "%"
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(list(self.values.values()))) if self.values else math.nan
-
-    @property
-    def low(self) -> float:
-        return float(min(self.values.values())) if self.values else math.nan
-
-    @property
-    def high(self) -> float:
-        return float(max(self.values.values())) if self.values else math.nan
-
-    def numbers(self, digits: int = 1) -> str:
-        """``+6.5% (seeds +4.1…+9.0%, n=5)``."""
-        if not self.values:
-            return "no paired seeds"
-        f = f"{{:+.{digits}f}}"
-        spread = f" (seeds {f.format(self.low)}…{f.format(self.high)}{self.unit}, n={self.n})" if self.n > 1 else " (n=1)"
-        return f"{f.format(self.mean)}{self.unit}{spread}"
-
-    def text(self, digits: int = 1) -> str:
-        return f"{self.outcome}: {self.numbers(digits)}"
-
-
-def relative_differences(values: Mapping[Hashable, float], reference: Mapping[Hashable, float], *,
-                         higher_is_better: bool = False) -> dict:
-    """Per seed in both: 100·(r − x)/|r| (lower is better) or 100·(x − r)/|r|, in %, positive when ``values`` is
-    better; non-finite values and zero references left out."""
-    x, r = _finite(values), _finite(reference)
-    sign = 1.0 if higher_is_better else -1.0
-    return {s: 100.0 * sign * (x[s] - r[s]) / abs(r[s]) for s in x if s in r and r[s] != 0}
-
-
-def decide(differences: Mapping[Hashable, float], *, band: float, min_n: int = MIN_SEEDS, unit: str = "%") -> Outcome:
-    """Every difference > +band: better; every one < −band: worse; else (or fewer than ``min_n``) inconclusive."""
-    d = _finite(differences)
-    if not d:
-        return Outcome(NO_DATA, d, band, unit)
-    if len(d) >= min_n and all(v > band for v in d.values()):
-        return Outcome(BETTER, d, band, unit)
-    if len(d) >= min_n and all(v < -band for v in d.values()):
-        return Outcome(WORSE, d, band, unit)
-    return Outcome(INCONCLUSIVE, d, band, unit)
-
-
-def _finite(values: Mapping) -> dict:
-    out = {}
-    for key, value in values.items():
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(value):
-            out[key] = value
-    return out
-# -- end of the issue 20 stand-in ----------------------------------------------------------------------------
-
-
-def absolute_differences(values: Mapping[Hashable, float], reference: Mapping[Hashable, float], *,
-                         higher_is_better: bool = False) -> dict:
-    """Per seed in both: r − x (lower is better) or x − r, in the metric's own unit (Δm: points)."""
-    x, r = _finite(values), _finite(reference)
-    sign = 1.0 if higher_is_better else -1.0
-    return {s: sign * (x[s] - r[s]) for s in x if s in r}
-
 
 #: the metric each kind of run is compared on, unless the spec says: lower is better for all of them
 DIRECTIONS = {"task_normalized_loss": False, "delta_m_nash_mtl": False, "delta_m": True, "delta_m_libmtl": True}
 DIFFERENCES = ("relative", "absolute")
+#: how a run's value is read: ``late`` (``curves.late_mean``, the toy reports' budget-robust value) or one of
+#: ``curves.EPOCH_CHOICES`` (``final``; ``last10_mean``, the SegNet-MTAN protocol's)
+VALUE_CHOICES = ("late", "final", "last10_mean")
 CLAIM = "variants.verdict_unchanged"
 CHECK = ("per group, every variant's outcome against equal weights (paired by seed, better/worse/inconclusive beyond "
          "the band) is compared with the paper's GradNorm's: all the same: reproduced; some differ: partly; all "
          "differ: not reproduced")
+#: the file of sentences the report writes: results/REPORT.md's section and the results README's (build.README_SECTIONS)
+SENTENCES_FILE = "disagree.md"
 
 
 @dataclass
@@ -164,21 +92,23 @@ class Group:
 
 
 def report(runs: list[Run], out: Path, footer: str = "", reference: str = "paper", baseline: str = "equal",
-           metric: str = "task_normalized_loss", epoch_choice: str = "final", difference: str = "relative",
+           metric: str = "task_normalized_loss", epoch_choice: str = "late", difference: str = "relative",
            band: float = 3.0, higher_is_better: bool | None = None, prefix: str = "",
            settings: dict | None = None, timing: dict | None = None) -> tuple[list[Path], list[C.ClaimResult]]:
     """Write ``variants.md``, ``variants.png/pdf`` and ``disagree.md``; return (files, verdicts).
 
     Args:
         reference, baseline: the settings of the paper's GradNorm and of equal weights.
-        metric, epoch_choice: what is compared (``gradnorm.report.runs.reported_value``); ``higher_is_better``
-            defaults to :data:`DIRECTIONS`.
+        metric, epoch_choice: what is compared (:func:`value_of`); ``higher_is_better`` defaults to
+            :data:`DIRECTIONS`.
         difference: ``relative`` (per seed, % of the reference's value) or ``absolute`` (the metric's unit).
         band: the minimum effect, in the difference's unit.
         settings: setting name -> its overrides (the spec's ``settings``); timing: sweep -> wall seconds.
     """
     if difference not in DIFFERENCES:
         raise ExperimentError(f"report.difference must be one of {', '.join(DIFFERENCES)}, got {difference!r}")
+    if epoch_choice not in VALUE_CHOICES:
+        raise ExperimentError(f"report.epoch_choice must be one of {', '.join(VALUE_CHOICES)}, got {epoch_choice!r}")
     higher = DIRECTIONS.get(metric, False) if higher_is_better is None else bool(higher_is_better)
     settings = settings or {}
     groups = compare_groups(runs, reference, baseline, metric, epoch_choice, difference, float(band), higher, settings)
@@ -187,8 +117,13 @@ def report(runs: list[Run], out: Path, footer: str = "", reference: str = "paper
             "Generated by `scripts/reproduce.py` (docs/gradnorm_variants.md); do not edit by hand.\n\n"
             + table_markdown(groups, metric, epoch_choice, difference, band, higher) + timing_line(timing) + "\n" + footer)
     files.append(io.write_text(out / f"{prefix}variants.md", text))
-    files.append(io.write_text(out / f"{prefix}disagree.md", disagree_markdown(groups, metric, timing)))
+    files.append(io.write_text(out / f"{prefix}{SENTENCES_FILE}", disagree_markdown(groups, metric, timing)))
     return files, [verdict(g, f"{prefix}variants.md") for g in groups]
+
+
+def value_of(run: Run, metric: str, epoch_choice: str) -> float:
+    """A run's value of ``metric``: its late value (``late``) or as ``curves.reported_value`` reads it."""
+    return late_mean(run, metric) if epoch_choice == "late" else reported_value(run, metric, epoch_choice)
 
 
 def setting_of(run: Run) -> str:
@@ -210,11 +145,11 @@ def compare_groups(runs: list[Run], reference: str, baseline: str, metric: str, 
         if run.status != "completed" or not run.task_names or not setting:
             continue
         by_seed = values.setdefault(group_name(run), {}).setdefault(setting, {})
-        by_seed.setdefault(run.config.get("seed"), []).append(reported_value(run, metric, epoch_choice))
+        by_seed.setdefault(run.config.get("seed"), []).append(value_of(run, metric, epoch_choice))
         method, label = method_of(run.config, run.choices)
         labels.setdefault(setting, label if method != "gradnorm" else _gradnorm_label(run))
     differ = relative_differences if difference == "relative" else absolute_differences
-    unit = "%" if difference == "relative" else ""
+    unit = "%" if difference == "relative" else POINTS
     order = [s for s in settings if s not in (reference, baseline)]
     groups = []
     for name in sorted(values, key=_group_order):
@@ -251,7 +186,7 @@ def table_markdown(groups: list[Group], metric: str, epoch_choice: str, differen
                    higher: bool) -> str:
     if not groups:
         return "No completed runs with a `setting`.\n\n"
-    unit = "%" if difference == "relative" else " (points)"
+    unit = "%" if difference == "relative" else POINTS
     parts = []
     for g in groups:
         mean, std, n = seed_stats(g.paper.values())
@@ -273,8 +208,10 @@ def table_markdown(groups: list[Group], metric: str, epoch_choice: str, differen
            "100·(variant − reference)/reference per seed, in %" if difference == "relative" else
            "reference − variant per seed" if not higher else "variant − reference per seed")
     notes = (f"\nValues: `{metric}` ({direction} is better), "
-             f"{'the final evaluation' if epoch_choice == 'final' else 'the mean of the last 10 evaluations'} of each "
-             f"run. Comparisons are paired by seed (same data, same initial network): {how}, positive when the "
+             + {"late": f"the late value of each run (the mean of its last {LAST_EVALUATIONS} evaluations)",
+                "final": "the final evaluation of each run",
+                "last10_mean": "the mean of each run's last 10 evaluations"}[epoch_choice] + ". "
+             + f"Comparisons are paired by seed (same data, same initial network): {how}, positive when the "
              f"variant is better; **better** when every seed's difference exceeds +{band:g}{unit}, **worse** when every "
              f"one is below −{band:g}{unit}, else inconclusive (and with fewer than {MIN_SEEDS} seeds). A variant "
              "**moved** the verdict when its outcome against equal weights differs from the paper's GradNorm's.\n")
@@ -294,7 +231,7 @@ def verdict(group: Group, shown_in: str) -> C.ClaimResult:
     decided = [(c, m) for c, m in decided if m is not None]
     same = [c for c, m in decided if not m]
     moved = [c for c, m in decided if m]
-    result = C.graded(len(same), len(decided))
+    result = C.every([not m for _, m in decided])
     evidence = (f"the paper's GradNorm vs equal weights: {group.paper_vs_equal.text()}; "
                 f"{len(same)} of {len(decided)} variants keep that verdict"
                 + ("; moved by: " + ", ".join(f"{c.setting} ({c.against_equal.outcome}, "
@@ -382,7 +319,7 @@ def report_section(results_root: Path) -> str:
         if name not in available():
             continue
         spec = load_experiment(name)
-        found = results_root / spec.results.name / "disagree.md"
+        found = results_root / spec.results.name / SENTENCES_FILE
         command = f"`scripts/reproduce.py {name}`"
         if found.is_file():
             text += f"**On {what}** ({command}, `{spec.results.name}/variants.md`):\n\n" + found.read_text() + "\n"
