@@ -29,13 +29,15 @@ RESUMABLE_CHANGES = (*NOT_TRAINING_KEYS, "trainer.max_steps")
 
 
 def write_checkpoint(run_dir: str | Path, *, model, optimizer, scheduler, balancer, step: int, history: list[dict],
-                     initial_test_losses, wall_time_s: float, config: DictConfig, world_size: int) -> Path:
+                     initial_test_losses, wall_time_s: float, config: DictConfig, world_size: int,
+                     scaler=None) -> Path:
     """Write ``run_dir``/checkpoints/last.pt atomically (a kill leaves the previous one)."""
     return io.save_torch(Path(run_dir) / CHECKPOINT, {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "balancer": balancer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,  # float16's loss scale
         "rng": rng_state(),
         "step": step,
         "history": history,
@@ -46,7 +48,8 @@ def write_checkpoint(run_dir: str | Path, *, model, optimizer, scheduler, balanc
     })
 
 
-def restore(checkpoint: dict, *, model, optimizer, scheduler, balancer) -> tuple[int, list[dict], list | None, float]:
+def restore(checkpoint: dict, *, model, optimizer, scheduler, balancer,
+            scaler=None) -> tuple[int, list[dict], list | None, float]:
     """Load a checkpoint's states into the run's objects and the random generators; return the step, the
     history before it, the initial test losses and the wall time so far."""
     model.load_state_dict(checkpoint["model"])
@@ -54,6 +57,8 @@ def restore(checkpoint: dict, *, model, optimizer, scheduler, balancer) -> tuple
     if scheduler is not None:
         scheduler.load_state_dict(checkpoint["scheduler"])
     balancer.load_state_dict(checkpoint["balancer"])
+    if scaler is not None and scaler.is_enabled() and checkpoint.get("scaler"):
+        scaler.load_state_dict(checkpoint["scaler"])
     set_rng_state(checkpoint["rng"])
     step, history = checkpoint["step"], checkpoint["history"]
     if history and history[-1]["step"] >= step:  # the final row of a finished run: redo it

@@ -13,7 +13,16 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from gradnorm.checks import ConfigError, as_float, boolean, choice, integer, positive_int
+# the checks' home is gradnorm.checks; their names stay importable from here, where they lived before
+from gradnorm.checks import (  # noqa: F401
+    ConfigError,
+    as_float,
+    boolean,
+    choice,
+    first_line,
+    integer,
+    positive_int,
+)
 
 #: conf/: the Hydra config tree (conf/<group>/*.yaml mirrors gradnorm/<package>/)
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -49,6 +58,9 @@ class TrainerSettings:
     resume: str | None
     ddp_backend: str | None = None
     num_threads: int | None = None
+    accumulate_steps: int = 1
+    deterministic: bool = False
+    tf32: bool = True
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> TrainerSettings:
@@ -78,6 +90,9 @@ class TrainerSettings:
             resume=None if resume in (None, "") else str(resume),
             ddp_backend=backend,
             num_threads=None if cfg.get("num_threads") is None else positive_int(cfg.num_threads, "trainer.num_threads"),
+            accumulate_steps=positive_int(cfg.get("accumulate_steps", 1), "trainer.accumulate_steps"),
+            deterministic=boolean(cfg.get("deterministic", False), "trainer.deterministic"),
+            tf32=boolean(cfg.get("tf32", True), "trainer.tf32"),
         )
 
 

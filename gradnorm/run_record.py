@@ -21,10 +21,14 @@ if TYPE_CHECKING:  # pandas only where tables are read: a run writes its history
 
 SUMMARY = "summary.json"
 HISTORY = "history.csv"
+#: a run's history kept with its results (gzip, fewer rows: gradnorm/report/archive.py); read like history.csv
+ARCHIVED_HISTORY = "history.csv.gz"
 #: ``summary.json``'s ``status``: a run that finished, that stopped on an error, or that a signal stopped
 COMPLETED, FAILED, INTERRUPTED = "completed", "failed", "interrupted"
 #: history columns that are not final metrics of the run (weights, training losses)
 _PER_STEP_PREFIXES = ("weight/", "train_loss/")
+#: per-step columns of the loop itself: the update's wall time, a float16 overflow that skipped it
+_PER_STEP_COLUMNS = ("step_time_s", "overflow", "skipped")
 
 
 def history_columns(history: list[dict]) -> list[str]:
@@ -38,13 +42,16 @@ def history_columns(history: list[dict]) -> list[str]:
 
 def summarize(status: str, error: str | None, task_names: list[str], weights: list[float], history: list[dict],
               steps: int, max_steps: int, wall_time_s: float, config: dict, num_parameters: int,
-              log_prefix: str | None = None, task_setup: dict | None = None) -> dict:
+              log_prefix: str | None = None, task_setup: dict | None = None, precision: str | None = None,
+              weight_scale: str | None = None) -> dict:
     """``summary.json`` of a run from its history.
 
     ``mean_weights`` is the time average of the weights used at the training steps (GradNorm
     static's E_t[w_i(t)]); ``metrics`` the last evaluation's values, less the per-step columns and
     the balancer's own scalars (those under ``log_prefix``, e.g. ``"gradnorm/"``); ``task_setup`` the
-    data set's realised set-up of the tasks (e.g. the toy's σ_i, which reports read).
+    data set's realised set-up of the tasks (e.g. the toy's σ_i, which reports read); ``precision`` the
+    autocast dtype the run used (float32, bfloat16, float16); ``weight_scale`` how the balancer's weights
+    are normalised (``"sum=T"``, ``"sum=1"``, ``"unconstrained"``, ...).
     """
     train_rows = [r for r in history if r["step"] < max_steps and f"weight/{task_names[0]}" in r]
     mean_weights = [
@@ -52,7 +59,7 @@ def summarize(status: str, error: str | None, task_names: list[str], weights: li
         for n in task_names
     ]
     evaluated = [r for r in history if "task_normalized_loss" in r]
-    not_metrics = _PER_STEP_PREFIXES + ((log_prefix,) if log_prefix else ())
+    not_metrics = _PER_STEP_PREFIXES + ((log_prefix,) if log_prefix else ()) + _PER_STEP_COLUMNS
     metrics = {k: v for k, v in (evaluated[-1] if evaluated else {}).items()
                if k != "step" and not k.startswith(not_metrics)}
     summary = {
@@ -60,6 +67,8 @@ def summarize(status: str, error: str | None, task_names: list[str], weights: li
         "task_names": task_names,
         "weights": weights,
         "mean_weights": mean_weights,
+        "weight_scale": weight_scale,
+        "precision": precision,
         "metrics": metrics,
         "metrics_step": evaluated[-1]["step"] if evaluated else None,
         "steps": steps,
@@ -115,11 +124,23 @@ def read_summary(run_dir: str | Path) -> dict:
     return json.loads((Path(run_dir) / SUMMARY).read_text())
 
 
+def write_archived_history(run_dir: str | Path, frame: pd.DataFrame) -> Path:
+    """``history.csv.gz``: a history table, gzip-compressed (no timestamp in the header, so the same table
+    gives the same bytes), floats to 6 significant digits."""
+    return io.save_csv(Path(run_dir) / ARCHIVED_HISTORY, frame, float_format="%.6g",
+                       compression={"method": "gzip", "mtime": 0})
+
+
 def read_history(run_dir: str | Path) -> pd.DataFrame | None:
-    """``history.csv`` of ``run_dir`` as a table; None if absent or unreadable."""
+    """``history.csv`` of ``run_dir`` (or, in an archived run, ``history.csv.gz``) as a table; None if absent
+    or unreadable."""
     import pandas as pd
 
-    try:
-        return pd.read_csv(Path(run_dir) / HISTORY)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
-        return None
+    for name in (HISTORY, ARCHIVED_HISTORY):
+        path = Path(run_dir) / name
+        if path.is_file():
+            try:
+                return pd.read_csv(path)
+            except (OSError, EOFError, pd.errors.ParserError, pd.errors.EmptyDataError):
+                return None
+    return None

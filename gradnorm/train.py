@@ -1,7 +1,8 @@
 """The training loop: one function, top to bottom.
 
 Each step: forward -> task losses -> ``balancer.backward`` (fills the network's gradients with
-∇ Σ w_i L_i) -> optimiser step -> ``balancer.step`` (updates the task weights) -> history row ->
+∇ Σ w_i L_i; once per micro-batch with ``trainer.accumulate_steps`` > 1) -> optimiser step (through a
+GradScaler under float16) -> ``balancer.step`` (updates the task weights) -> history row ->
 evaluation and checkpoint when due. A run directory receives ``summary.json``, ``history.csv`` and
 ``checkpoints/last.pt``; those files are the interface to reporting (``gradnorm.report``).
 """
@@ -9,9 +10,11 @@ evaluation and checkpoint when due. A run directory receives ``summary.json``, `
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import math
+import os
 import random
 import signal
 import time
@@ -127,14 +130,50 @@ def seed_everything(seed: int) -> None:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``trainer.precision`` on ``device`` (None: full precision)."""
+    """The autocast dtype of ``trainer.precision`` on ``device`` (None: full precision). ``bf16`` on a GPU
+    without bfloat16 is a ConfigError (it would silently be something else)."""
     if precision == "32" or (precision == "auto" and device.type != "cuda"):
         return None
     if precision == "16":
         return torch.float16
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return None if precision == "auto" else torch.float16
+        if precision == "auto":
+            return None
+        raise ConfigError(f"trainer.precision=bf16 but {torch.cuda.get_device_name(device)} does not support "
+                          "bfloat16; use trainer.precision=16 (float16 with loss scaling) or 32")
     return torch.bfloat16
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """The name ``summary.json`` records for the autocast dtype a run used: float32, float16 or bfloat16."""
+    return "float32" if dtype is None else str(dtype).removeprefix("torch.")
+
+
+@contextlib.contextmanager
+def numerics(settings: TrainerSettings, device: torch.device):
+    """The run's numerical settings, restored afterwards (runs share a process in tests and benches):
+    ``trainer.deterministic`` (PyTorch's deterministic algorithms, cuDNN benchmark off) and TF32 on CUDA
+    (``trainer.tf32``, off when deterministic)."""
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+             torch.backends.cudnn.deterministic, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    try:
+        if settings.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for determinism
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.deterministic = True
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = settings.cudnn_benchmark and not settings.deterministic
+            tf32 = settings.tf32 and not settings.deterministic
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0])
+        (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cuda.matmul.allow_tf32,
+         torch.backends.cudnn.allow_tf32) = saved[1:5]
+        if saved[5] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 def params_for(balancer, net) -> list[torch.nn.Parameter]:
@@ -143,33 +182,80 @@ def params_for(balancer, net) -> list[torch.nn.Parameter]:
     return net.shared_parameters() if balancer.needs == "shared" else net.last_shared_parameters()
 
 
+def scaled_backward(scaler: torch.amp.GradScaler, loss: Tensor, **kwargs) -> None:
+    """A balancer's ``backward_fn`` under float16: the backward pass of the loss times the scaler's scale."""
+    scaler.scale(loss).backward(**kwargs)
+
+
+def micro_batches(inputs: Tensor, targets: dict[str, Tensor], count: int) -> list[tuple[Tensor, dict[str, Tensor]]]:
+    """The batch as ``count`` consecutive micro-batches (sizes differing by at most one)."""
+    if count == 1:
+        return [(inputs, targets)]
+    parts = torch.tensor_split(inputs, count)
+    target_parts = {k: torch.tensor_split(v, count) for k, v in targets.items()}
+    return [(part, {k: v[i] for k, v in target_parts.items()}) for i, part in enumerate(parts) if len(part)]
+
+
 def train_step(model, tasks: Sequence[Task], balancer, optimizer, inputs: Tensor, targets: dict[str, Tensor],
                shared_params: Sequence[Tensor], precision: torch.dtype | None = None,
-               use_features: bool = True) -> tuple[dict[str, float], dict[str, float]]:
-    """One training step: forward, task losses L_i, ``balancer.backward`` (∇ Σ_i w_i L_i into the
-    network's ``.grad``), ``optimizer.step``, ``balancer.step`` (w(t) -> w(t+1)).
+               use_features: bool = True, *, accumulate_steps: int = 1,
+               scaler: torch.amp.GradScaler | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """One update: forward, task losses L_i, ``balancer.backward`` (∇ Σ_i w_i L_i into the network's
+    ``.grad``), ``optimizer.step``, ``balancer.step`` (w(t) -> w(t+1)).
 
-    Returns the step's history row (the weights used, the training losses, the balancer's scalars)
-    and the non-finite losses by task: when there are any, nothing is updated and the caller decides
-    (fail or skip). ``use_features=False`` withholds the per-task features from the balancer (a
-    benchmark row); the loop always passes them.
+    With ``accumulate_steps`` = k the batch is split into k micro-batches, each forwarded and passed to
+    ``balancer.backward`` with its losses divided by k (under DDP only the last one synchronises the
+    gradients), then one optimiser step and one ``balancer.step``: one update on the whole batch. With a
+    ``scaler`` (float16) the balancer's backward passes are scaled, the optimiser steps through the
+    scaler, and an update whose gradients overflowed is skipped for the network and the balancer alike
+    (``balancer.discard``; the row gets ``overflow`` = 1).
+
+    Returns the step's history row (the weights the balancer applied, the training losses, the
+    balancer's scalars) and the non-finite losses by task: when there are any, nothing is updated and
+    the caller decides (fail or skip). ``use_features=False`` withholds the per-task features from the
+    balancer (a benchmark row); the loop always passes them.
     """
     task_names = [t.name for t in tasks]
-    with torch.autocast(inputs.device.type, dtype=precision, enabled=precision is not None):
-        predictions, features = model(inputs)
-        losses = torch.stack([t.loss(predictions[t.name], targets[t.name]).float() for t in tasks])
-    row = weights_row(balancer, task_names)
-    # The global batch's losses (the mean over processes): what one process would see, and the same
-    # verdict on NaN/Inf everywhere, so that all processes fail or skip together.
-    loss_values = distributed.all_reduce_mean(losses.detach()).tolist()
-    row.update({f"train_loss/{n}": v for n, v in zip(task_names, loss_values)})
-    bad = {n: v for n, v in zip(task_names, loss_values) if not math.isfinite(v)}
     optimizer.zero_grad(set_to_none=True)
+    parts = micro_batches(inputs, targets, accumulate_steps)
+    backward_fn = None if scaler is None or not scaler.is_enabled() else functools.partial(scaled_backward, scaler)
+    loss_sum, info = None, {}
+    for index, (x, y) in enumerate(parts):
+        last = index == len(parts) - 1
+        with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+            with torch.autocast(x.device.type, dtype=precision, enabled=precision is not None):
+                predictions, features = model(x)
+                losses = torch.stack([t.loss(predictions[t.name], y[t.name]).float() for t in tasks])
+            # The global batch's losses (the mean over processes): what one process would see, and the
+            # same verdict on NaN/Inf everywhere, so that all processes fail or skip together.
+            loss_values = distributed.all_reduce_mean(losses.detach())
+            loss_sum = loss_values if loss_sum is None else loss_sum + loss_values
+            bad = {n: v for n, v in zip(task_names, loss_values.tolist()) if not math.isfinite(v)}
+            if bad:
+                break
+            # backward_fn only when there is one: a balancer written before it existed still runs in float32
+            scaled = {} if backward_fn is None else {"backward_fn": backward_fn}
+            info = balancer.backward(losses / len(parts) if len(parts) > 1 else losses, shared_params,
+                                     features=features if use_features else None, **scaled)
+    row = weights_row(balancer, task_names)  # after backward: the weights it applied
+    row.update({f"train_loss/{n}": v for n, v in zip(task_names, (loss_sum / (index + 1)).tolist())})
     if bad:
+        balancer.discard()
+        optimizer.zero_grad(set_to_none=True)
         return row, bad
-    row.update(balancer.backward(losses, shared_params, features=features if use_features else None))
-    optimizer.step()
-    balancer.step()
+    row.update(info)
+    if backward_fn is None:
+        optimizer.step()
+        balancer.step()
+        return row, bad
+    scale = scaler.get_scale()
+    scaler.step(optimizer)
+    scaler.update()
+    if scaler.get_scale() < scale:  # the scaler found inf/NaN gradients and skipped the optimiser step
+        balancer.discard()
+        row["overflow"] = 1
+    else:
+        balancer.step()
     return row, bad
 
 
@@ -206,7 +292,7 @@ def all_finite(net, balancer) -> bool:
 
 
 def weights_row(balancer, task_names) -> dict[str, float]:
-    """``weight/<task>`` of the history: the weights the next update uses."""
+    """``weight/<task>`` of the history: the balancer's weights (after its backward: the ones it applied)."""
     return {f"weight/{n}": w for n, w in zip(task_names, balancer.weights.tolist())}
 
 
@@ -266,6 +352,13 @@ def train(cfg: DictConfig, run_dir: str | Path, *, progress_bar: bool | None = N
     check_config(cfg)
     settings = TrainerSettings.from_config(cfg.trainer)
     device = distributed.setup(settings.device, settings.ddp_backend)
+    with numerics(settings, device):
+        return _train(cfg, Path(run_dir), settings, device, progress_bar)
+
+
+def _train(cfg: DictConfig, run_dir: Path, settings: TrainerSettings, device: torch.device,
+           progress_bar: bool | None) -> dict:
+    """:func:`train` once the device and the numerical settings are in place."""
     rank, world = distributed.rank(), distributed.world_size()
     main_process = rank == 0
     run_dir = Path(distributed.broadcast_object(str(run_dir)))  # rank 0's Hydra directory on every rank
@@ -296,11 +389,9 @@ def train(cfg: DictConfig, run_dir: str | Path, *, progress_bar: bool | None = N
                  if cfg.trainer.get("scheduler") else None)
 
     precision = autocast_dtype(settings.precision, device)
+    # float16 needs loss scaling (its range is narrow); bfloat16 and float32 do not
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == torch.float16)
     channels_last = (settings.channels_last == "auto" and device.type == "cuda") or settings.channels_last is True
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = settings.cudnn_benchmark
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
     balancer.to(device)
     net = model  # the module itself, also when wrapped for data parallelism
@@ -313,7 +404,7 @@ def train(cfg: DictConfig, run_dir: str | Path, *, progress_bar: bool | None = N
     step, history, initial_test_losses, elapsed_before, checkpoint_step = 0, [], None, 0.0, None
     if checkpoint is not None:
         step, history, initial_test_losses, elapsed_before = restore(
-            checkpoint, model=net, optimizer=optimizer, scheduler=scheduler, balancer=balancer)
+            checkpoint, model=net, optimizer=optimizer, scheduler=scheduler, balancer=balancer, scaler=scaler)
         checkpoint_step = step
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -340,7 +431,7 @@ def train(cfg: DictConfig, run_dir: str | Path, *, progress_bar: bool | None = N
                                      f"{kept_checkpoint()}")
         if main_process:
             write_checkpoint(run_dir, model=net, optimizer=optimizer, scheduler=scheduler, balancer=balancer,
-                             step=step, history=history, initial_test_losses=initial_test_losses,
+                             scaler=scaler, step=step, history=history, initial_test_losses=initial_test_losses,
                              wall_time_s=elapsed_before + time.perf_counter() - start, config=cfg, world_size=world)
             run_record.write_history(run_dir, history)
             log.info("step %d: checkpoint %s", step, run_dir / CHECKPOINT)
@@ -356,7 +447,7 @@ def train(cfg: DictConfig, run_dir: str | Path, *, progress_bar: bool | None = N
         summary = run_record.summarize(
             status, error, task_names, balancer.weights.tolist(), history, step, settings.max_steps,
             elapsed_before + time.perf_counter() - start, resolved, net.num_parameters(), balancer.log_prefix,
-            task_setup=data.task_setup())
+            task_setup=data.task_setup(), precision=precision_name(precision), weight_scale=balancer.weight_scale)
         if main_process:
             run_record.write_history(run_dir, history)
             run_record.write_summary(run_dir, summary)
@@ -367,7 +458,9 @@ def train(cfg: DictConfig, run_dir: str | Path, *, progress_bar: bool | None = N
 
     # -- the loop ------------------------------------------------------------------------------
     start = time.perf_counter()
-    batches = data.train_batches(settings.batch_size, cfg.seed, start_step=step, rank=rank, world_size=world)
+    # one update's samples: accumulate_steps micro-batches of batch_size (train_step splits them)
+    batches = data.train_batches(settings.batch_size * settings.accumulate_steps, cfg.seed, start_step=step,
+                                 rank=rank, world_size=world)
     draw = settings.progress if progress_bar is None else progress_bar
     label = show.run_label(getattr(balancer, "name", type(balancer).__name__), cfg.seed)
     progress = show.bar(settings.max_steps, step, label, enabled=main_process and draw)
@@ -400,9 +493,12 @@ def train(cfg: DictConfig, run_dir: str | Path, *, progress_bar: bool | None = N
                 if channels_last and inputs.dim() == 4:
                     inputs = inputs.contiguous(memory_format=torch.channels_last)
                 targets = {k: v.to(device, non_blocking=True) for k, v in targets.items()}
+                started = time.perf_counter()
                 step_row, bad = train_step(model, tasks, balancer, optimizer, inputs, targets, shared_params,
-                                           precision=precision)
+                                           precision=precision, accumulate_steps=settings.accumulate_steps,
+                                           scaler=scaler)
                 row.update(step_row)
+                row["step_time_s"] = time.perf_counter() - started  # the update alone (no evaluation)
                 if bad and (settings.nan_policy == "fail" or not all_finite(net, balancer)):
                     history.append(row)
                     cause = "" if settings.nan_policy == "fail" else " and non-finite parameters, which skipping cannot mend"

@@ -55,7 +55,7 @@ from gradnorm.train import autocast_dtype, build, params_for, seed_everything, t
 
 ROOT = Path(__file__).resolve().parent.parent
 EVERY = 4  # the `every=k` row; blocks hold a multiple of k steps so each has the same share of updates
-TOY_MODELS = {"mlp"}  # conf/model choices that are not image backbones
+TOY_MODELS = {"mlp", "multilenet"}  # conf/model choices that are not dense (NYUv2) image backbones
 #: the goals for GradNorm's step time over equal weights' (medians; issue #6)
 TARGETS = {"mlp_t10": 1.30, "mlp_t2": 1.15, "conv_cpu": 1.05, "segnet_gpu": 1.10,
            # networks that are not MultiTaskModels, GradNorm given only W (issue #14)
@@ -70,14 +70,14 @@ class NaiveGradNorm(GradNorm):
     through the heads and the last shared layer); the same update as :class:`GradNorm`.
     """
 
-    def backward(self, losses, shared_params=(), features=None):
+    def backward(self, losses, shared_params=(), features=None, *, backward_fn=None):
         losses = self._check_losses(losses)
         w = self.task_weights.detach().to(device=losses.device, dtype=losses.dtype)
         shared_params = parameter_list(shared_params)  # W as GradNorm reads it
         per_loss = [torch.autograd.grad(loss, shared_params, retain_graph=True) for loss in losses]
         (w * losses).sum().backward()
         grads = [self._global_mean(torch.stack(g)) for g in zip(*per_loss)]
-        return self._prepare_update(losses.detach(), w, w * per_task_norms(grads))
+        return self._prepare_update((self._global_mean(losses.detach()), w * per_task_norms(grads)), w, scaled=False)
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ BAD_VALUES = [
     (["model=resnet"], ["model=resnet does not fit dataset=toy", "mlp"]),
     # balancers (conf/balancer/)
     (["balancer.every=0"], ["every must be a positive integer, got 0"]),
-    (["balancer.norm_at=grads"], ["norm_at must be 'weights' or 'features', got 'grads'"]),
+    (["balancer.norm_at=grads"], ["norm_at must be one of weights, shared, features, features_batch_sum; got 'grads'"]),
     (["balancer.optimizer.lr=-1"], ["balancer", "learning rate", "-1"]),
     (["balancer.initial_losses=[1]"], ["initial_losses needs 2 values, got 1"]),
     (["balancer=uncertainty", "balancer.optimizer.lr=-1"], ["balancer", "learning rate", "-1"]),

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from gradnorm import run_record
 from gradnorm.balancers import METHODS, Balancer
+from gradnorm.cli import compose
 from gradnorm.config import CONF_DIR
 from gradnorm.models import MLP
 from gradnorm.report.runs import method_of
@@ -20,11 +21,21 @@ from gradnorm.train import params_for, train
 
 
 def test_every_conf_balancer_is_one_method_of_the_table():
-    names = sorted(p.stem for p in (CONF_DIR / "balancer").glob("*.yaml"))
-    assert sorted(METHODS) == names
-    for name in names:
-        target = OmegaConf.load(CONF_DIR / "balancer" / f"{name}.yaml")["_target_"]
-        assert target.rsplit(".", 1)[-1] == METHODS[name].__name__
+    """One yaml per method, named after it; a method's presets (``<method>_<variant>.yaml`` with its ``variant``,
+    e.g. gradnorm_libmtl.yaml) are configurations of that method: the table keeps one entry for it."""
+    files = {p.stem: OmegaConf.load(p) for p in (CONF_DIR / "balancer").glob("*.yaml")}
+    methods = sorted(name for name in files if name in METHODS)
+    assert sorted(METHODS) == methods
+    for name in methods:
+        assert files[name]["_target_"].rsplit(".", 1)[-1] == METHODS[name].__name__
+    presets = sorted(set(files) - set(methods))
+    assert presets == ["gradnorm_aligned_mtl", "gradnorm_brianlan", "gradnorm_libmtl", "gradnorm_lucasbotang",
+                       "gradnorm_lucidrains"]
+    for name in presets:
+        config = compose([f"balancer={name}"]).balancer
+        method = {cls.__name__: key for key, cls in METHODS.items()}[config["_target_"].rsplit(".", 1)[-1]]
+        assert name == f"{method}_{config['variant']}"
+        assert method_of({"balancer": OmegaConf.to_container(config)}, {"balancer": name})[0] == method
 
 
 def test_every_method_has_its_own_colour():

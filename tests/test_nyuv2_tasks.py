@@ -164,6 +164,42 @@ def test_normals_loss_is_one_minus_cosine_on_valid_pixels():
     assert torch.all(pred.grad[0, :, 1, 2] == 0)  # the pixel without a target normal
 
 
+# -- metrics averaged per test batch (dataset.metric_average=batches, the MTAN / Nash-MTL code) ----
+def test_depth_metrics_per_batch_weigh_every_batch_once():
+    # batch 1: errors +1, 0, -2 on depths 2, 1, 4; batch 2: one pixel, error 3 on depth 4; a batch
+    # without any valid pixel is skipped.
+    second = (torch.tensor([[[[1.0]]]]), torch.tensor([[[[4.0]]]]))
+    empty = (torch.ones(1, 1, 1, 2), torch.zeros(1, 1, 1, 2))
+    got = _compute(Depth(metric_average="batches"), (DEPTH_PRED, DEPTH_TARGET), second, empty)
+    assert got["depth/abs_err"] == pytest.approx((1.0 + 3.0) / 2)            # pixels: (1 + 0 + 2 + 3) / 4
+    assert got["depth/rel_err"] == pytest.approx(((1 / 2 + 0 + 2 / 4) / 3 + 3 / 4) / 2)
+    assert got["depth/rmse"] == pytest.approx((math.sqrt(5 / 3) + 3.0) / 2)
+    pixels = _compute(Depth(), (DEPTH_PRED, DEPTH_TARGET), second, empty)
+    assert pixels["depth/abs_err"] == pytest.approx(6 / 4)
+
+
+def test_normals_metrics_per_batch_take_each_batchs_exact_median():
+    pred, target = _normals_case()  # valid angles 0, 10, 20, 45, 90
+    second = (torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]).T.reshape(1, 3, 1, 3) +
+              torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1) * torch.tensor([0.0, 1.0, 1.0]).view(1, 1, 1, 3),
+              torch.tensor([[1.0, 0.0, 0.0]] * 3).T.reshape(1, 3, 1, 3))  # angles 45, 90, 90
+    got = _compute(Normals(metric_average="batches"), (pred, target), second)
+    assert got["normals/mean_angle"] == pytest.approx((33.0 + 75.0) / 2, abs=1e-3)
+    assert got["normals/median_angle"] == pytest.approx((20.0 + 90.0) / 2, abs=1e-3)
+    assert got["normals/within_22.5"] == pytest.approx((3 / 5 + 0) / 2)
+    even = (torch.randn(1, 3, 2, 2), torch.randn(1, 3, 2, 2))  # an even count: the mean of the two middle values
+    angles = np.sort(np.degrees(np.arccos(torch.nn.functional.cosine_similarity(
+        even[0].double(), even[1].double(), dim=1).clamp(-1, 1).numpy().ravel())))
+    assert _compute(Normals(metric_average="batches"), even)["normals/median_angle"] == pytest.approx(
+        np.median(angles), abs=1e-4)
+
+
+def test_unknown_metric_average_is_refused():
+    for task in (Depth, Normals):
+        with pytest.raises(ValueError, match="metric_average must be one of pixels, batches; got 'batch'"):
+            task(metric_average="batch")
+
+
 def test_states_merge_like_a_single_pass():
     # torchmetrics syncs processes with each state's dist_reduce_fx; merge_state applies the same
     # reductions, so two "ranks" holding halves must give the single-pass result.

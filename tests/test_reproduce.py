@@ -85,7 +85,7 @@ def test_dry_run_prints_every_sweep_command(reproduce, capsys):
     out = capsys.readouterr().out
     assert [line.split("'")[1] for line in out.splitlines() if line.startswith("==> [table1] sweep")] == [
         "single_task", "baselines", "gradnorm", "static", "later_methods", "later_dwa"]
-    assert "9 runs" in out and "hydra/launcher=submitit_slurm" in out
+    assert "27 runs" in out and "hydra/launcher=submitit_slurm" in out  # 3 backbones × 3 tasks × 3 seeds
 
 
 def test_report_run_is_logged_to_wandb_offline_and_skipped_with_logger_none(tmp_path):

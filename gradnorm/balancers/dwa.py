@@ -5,7 +5,7 @@ Each task's weight follows the rate at which its loss went down over the last tw
     w_i(k) = T · exp(r_i(k−1) / τ) / Σ_j exp(r_j(k−1) / τ),   r_i(k−1) = L̄_i(k−1) / L̄_i(k−2),
 
 with τ = 2 (the paper), L̄_i(k) the average training loss of task i over period k, and w_i = 1 in
-the first two periods. The paper's period is an epoch; here it is ``window`` steps (the toy's
+the first two periods. The paper's period is an epoch; here it is ``window`` updates (the toy's
 epoch is 2000/100 = 20 steps: conf/balancer/dwa.yaml). Under data parallelism the losses are the
 global batch's (the mean over processes), so every process has the same weights.
 """
@@ -42,21 +42,33 @@ class DWA(Balancer):
         # L̄(k−2), L̄(k−1): NaN until two periods are complete
         self.register_buffer("period_means", torch.full((2, num_tasks), math.nan, dtype=torch.float64))
         self.register_buffer("task_weights", torch.ones(num_tasks))
+        self._pending: torch.Tensor | None = None  # the losses of this update's micro-batches, summed
 
     @property
     def weights(self):
         return self.task_weights.clone()
 
-    def backward(self, losses, shared_params=(), features=None):
-        info = super().backward(losses, shared_params, features)  # ∇ Σ w_i L_i with this period's w
-        self.loss_sums += self._global_mean(losses.detach()).to(self.loss_sums)
+    def backward(self, losses, shared_params=(), features=None, *, backward_fn=None):
+        info = super().backward(losses, shared_params, features, backward_fn=backward_fn)  # ∇ Σ w_i L_i
+        # this update's training loss (summed over its micro-batches), counted when the update ends
+        mean = self._global_mean(losses.detach()).to(self.loss_sums)
+        self._pending = mean if self._pending is None else self._pending + mean
+        return info
+
+    def step(self) -> None:
+        if self._pending is None:
+            return
+        self.loss_sums += self._pending
+        self._pending = None
         self.num_steps += 1
         if int(self.num_steps) % self.window == 0:
             means = self.loss_sums / self.window
             self.period_means.copy_(torch.stack([self.period_means[1], means]))
             self.loss_sums.zero_()
             self.task_weights.copy_(dwa_weights(self.period_means[0], self.period_means[1], self.temperature))
-        return info
+
+    def discard(self) -> None:
+        self._pending = None
 
 
 def dwa_weights(older: torch.Tensor, newer: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -13,7 +13,10 @@ optimiser on the rate at which the log-losses actually fell,
 with β = 0.025 (Adam, like the authors' code) and the decay γ = 0.001 (a config value; the authors'
 scripts set it per experiment). Their code evaluates L(θ_{t+1}) on the same batch with an extra
 forward pass; here it is the next step's batch (the losses the loop computes anyway), so ξ is
-updated at the start of each ``backward`` from the previous step's losses and this step's. The
+updated at the start of each update (its first ``backward``) from the previous update's losses and
+this one's. With k micro-batches per update, ξ moves once per update, from the mean of the previous
+update's micro-batch losses and this update's first micro-batch, and each micro-batch takes w from its
+own losses (the recorded weights are their mean). The
 losses enter as L_i − m_i + ε with m_i = ``min_losses`` (0 here, as in their code) and ε = 1e-8.
 Losses are the global batch's when data-parallel.
 """
@@ -27,7 +30,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from gradnorm.balancers.base import Balancer
+from gradnorm.balancers.base import Balancer, run_backward
 from gradnorm.balancers.scalar_optim import SavesOptimizer, ScalarOptimizer
 from gradnorm.checks import as_float
 
@@ -45,6 +48,7 @@ class FAMO(SavesOptimizer, Balancer):
     """
 
     name, label, color, log_prefix, needs = "famo", "FAMO", "#D62728", "famo/", "last_shared"
+    weight_scale = "sum=1"
 
     def __init__(
         self,
@@ -66,13 +70,14 @@ class FAMO(SavesOptimizer, Balancer):
         self.register_buffer("min_losses", torch.tensor(mins, dtype=torch.float64))
         self.register_buffer("previous_losses", torch.full((num_tasks,), math.nan, dtype=torch.float64))
         self.register_buffer("task_weights", torch.ones(num_tasks))  # the w_i of the last step
+        self._update: list | None = None  # this update's Σ losses, Σ weights applied, micro-batches, ξ before it
         self._keys = [f"famo/z_{i}" for i in range(num_tasks)]
 
     @property
     def weights(self):
         return self.task_weights.clone()
 
-    def backward(self, losses, shared_params=(), features=None):
+    def backward(self, losses, shared_params=(), features=None, *, backward_fn=None):
         losses = self._check_losses(losses)
         # The T losses, m_i, the previous losses and ξ on the host in one transfer (one sync on a GPU).
         host = torch.cat([t.to(device=losses.device, dtype=torch.float64) for t in (
@@ -81,15 +86,36 @@ class FAMO(SavesOptimizer, Balancer):
         shifted = current - mins + EPS
         if not bool((shifted > 0).all()):
             raise ValueError(f"FAMO needs losses above min_losses, got {current.tolist()}")
-        if not bool(torch.isnan(previous).any()):
-            logits = self._update_logits(shifted, previous - mins + EPS, logits)
+        update = self._update
+        if update is None:  # the update's first micro-batch: ξ learns from the last update's decrease
+            before = (self.logits.detach().clone(), self._stepper.snapshot())  # for discard()
+            if not bool(torch.isnan(previous).any()):
+                logits = self._update_logits(shifted, previous - mins + EPS, logits)
+            update = self._update = [torch.zeros_like(current), torch.zeros_like(current), 0, before]
         z = torch.softmax(logits, dim=0)
         w = z / shifted
         w = w / w.sum()  # w_i = c z_i / L_i with c = 1 / Σ_j z_j / L_j
-        self.task_weights.copy_(w.float())
-        self.previous_losses.copy_(current)
-        (w.to(device=losses.device, dtype=losses.dtype) * losses).sum().backward()
+        update[0] += current
+        update[1] += w
+        update[2] += 1
+        self.task_weights.copy_((update[1] / update[2]).float())  # the weights applied (their mean over micro-batches)
+        run_backward((w.to(device=losses.device, dtype=losses.dtype) * losses).sum(), backward_fn)
         return dict(zip(self._keys, z.tolist()))
+
+    def step(self) -> None:
+        """The update's losses (the mean over its micro-batches) are the next update's L(θ_t)."""
+        if self._update is not None:
+            self.previous_losses.copy_(self._update[0] / self._update[2])
+            self._update = None
+
+    def discard(self) -> None:
+        """Take back the update's step of ξ: the next update learns from the same decrease instead."""
+        if self._update is not None:
+            logits, optimizer_state = self._update[3]
+            with torch.no_grad():
+                self.logits.copy_(logits)
+            self._stepper.restore(optimizer_state)
+            self._update = None
 
     def _update_logits(self, shifted: torch.Tensor, previous_shifted: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """One step of ξ's optimiser on J_zᵀ δ + γ ξ (host float64 tensors); returns the new ξ."""

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from gradnorm.balancers.base import Balancer
+from gradnorm.balancers.base import Balancer, sum_scale
 from gradnorm.checks import as_float
 
 
@@ -27,6 +27,7 @@ class FixedWeights(Balancer):
     def __init__(self, num_tasks: int, weights: Sequence[float] | None = None, normalize: bool = False):
         super().__init__(num_tasks)
         self.register_buffer("fixed_weights", check_weights(weights, num_tasks, normalize))
+        self.weight_scale = sum_scale(float(self.fixed_weights.sum()), num_tasks)
 
     @property
     def weights(self) -> Tensor:

@@ -33,6 +33,7 @@ class IMTL(GradientBalancer):
     """
 
     name, label, color, log_prefix, needs = "imtl", "IMTL-G", "#000000", "imtl/", "last_shared"
+    weight_scale = "sum=1"  # Σ α_i = 1
 
     def __init__(self, num_tasks: int, at: str = "representation"):
         super().__init__(num_tasks, at=at)

@@ -42,6 +42,7 @@ class MGDA(GradientBalancer):
     """
 
     name, label, color, log_prefix, needs = "mgda", "MGDA", "#17BECF", "mgda/", "shared"
+    weight_scale = "sum=1"  # α on the simplex
 
     def __init__(self, num_tasks: int, at: str = "shared", normalization: str = "none",
                  max_iter: int = 200, tol: float = 1e-9):

@@ -11,11 +11,16 @@ strictly convex f(α) = ½ αᵀ K α − Σ_i log α_i (∇f = Kα − 1/α), w
 Newton's method with a backtracking line search that keeps α > 0, warm-started from the previous
 step. (The authors' code approximates it with a sequence of convex problems in cvxpy, 20 steps.)
 
-As in the authors' code: K is first divided by its Frobenius norm ``normalize_gram`` (so α does
-not depend on the gradients' overall scale), α is recomputed every ``update_every`` steps, and the
-shared parameters' gradient is clipped to norm ``max_norm`` (1.0; 0 disables it). When K is
-singular the problem may have no solution; then the previous α is kept. The heads get ∇ Σ_i L_i
-(the authors' code gives them ∇ Σ_i α_i L_i).
+As in the authors' code (AvivNavon/nash-mtl, ``methods/weight_methods.py``, class ``NashMTL``, commit
+cce1840): α solves the paper's equation on the raw K. Their solver works on K/‖K‖_F for conditioning but
+puts the norm n = ‖K‖_F back into its constraint (α_i n · (K/n · α)_i ≥ 1, i.e. α_i (Kα)_i ≥ 1), so its α
+is that of the raw K; here Newton runs on K/n too and the result is rescaled, α = α_n / √n (if
+K α_n = n/α_n on the normalised problem, then K (α_n/√n) = √n/α_n). α is recomputed every ``update_every``
+updates, and the shared parameters' direction is clipped to norm ``max_norm`` (1.0; 0 disables it).
+``normalize_gram: true`` solves on K/‖K‖_F *without* the rescaling (α larger by √‖K‖_F, so the clipped
+step is min(1, √(T‖K‖_F))-ish instead of 1): this suite's default until it was checked against their
+code, kept for comparison. When K is singular the problem may have no solution; then the previous α is
+kept. The heads get ∇ Σ_i L_i (the authors' code gives them ∇ Σ_i α_i L_i).
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ class NashMTL(GradientBalancer):
 
     Args:
         num_tasks: T.
-        normalize_gram: divide K by its Frobenius norm first (the authors' code).
+        normalize_gram: false (the paper's equation on the raw K, as the authors' code solves it) or
+            true (the equation on K/‖K‖_F: α does not depend on the gradients' scale).
         update_every: recompute α every this many steps (the authors' default: 1).
         max_norm: clip the shared gradient to this norm (0: no clipping).
         at: ``"shared"`` (the paper) or ``"representation"``.
@@ -41,7 +47,7 @@ class NashMTL(GradientBalancer):
 
     name, label, color, log_prefix, needs = "nash_mtl", "Nash-MTL", "#E7298A", "nash_mtl/", "shared"
 
-    def __init__(self, num_tasks: int, normalize_gram: bool = True, update_every: int = 1,
+    def __init__(self, num_tasks: int, normalize_gram: bool = False, update_every: int = 1,
                  max_norm: float = 1.0, at: str = "shared", max_iter: int = 100, tol: float = 1e-9):
         super().__init__(num_tasks, at=at)
         if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
@@ -53,21 +59,30 @@ class NashMTL(GradientBalancer):
         self.register_buffer("num_steps", torch.zeros((), dtype=torch.long))
 
     def coefficients(self, gram, losses):
-        step = int(self.num_steps)
-        self.num_steps.add_(1)
-        if step % self.update_every == 0:
-            if self.normalize_gram:
-                gram = gram / max(float(np.linalg.norm(gram)), 1e-300)
-            alpha = nash_weights(gram, self.alpha.cpu().numpy(), self.max_iter, self.tol)
+        if int(self.num_steps) % self.update_every == 0:
+            norm = max(float(np.linalg.norm(gram)), 1e-300)
+            # warm start on the normalised problem: the stored α is the raw one unless normalize_gram
+            start = self.alpha.cpu().numpy() * (1.0 if self.normalize_gram else np.sqrt(norm))
+            alpha = nash_weights(gram / norm, start, self.max_iter, self.tol)
             if alpha is not None:
-                self.alpha.copy_(torch.from_numpy(alpha))
+                self.alpha.copy_(torch.from_numpy(alpha if self.normalize_gram else alpha / np.sqrt(norm)))
         return self.alpha.cpu().numpy().copy()  # a copy: the buffer changes at the next update
 
-    def finish_shared(self, params):
+    def step(self) -> None:
+        super().step()
+        self.num_steps.add_(1)
+
+    def adjust_direction(self, direction):
+        """Clip the shared direction's norm to ``max_norm``, as ``torch.nn.utils.clip_grad_norm_`` would
+        (the authors' code clips the shared parameters' gradient after its backward); the weights
+        reported are then the clipped coefficients c·α, those the direction is made of."""
         if self.max_norm <= 0:
-            return {}
-        norm = torch.nn.utils.clip_grad_norm_(params, self.max_norm)
-        return {"nash_mtl/grad_norm": float(norm)}
+            return 1.0, {}
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(d.detach()) for d in direction]))
+        coefficient = torch.clamp(self.max_norm / (norm + 1e-6), max=1.0)
+        for d in direction:
+            d.mul_(coefficient.to(d.dtype))
+        return float(coefficient), {"nash_mtl/grad_norm": float(norm)}
 
 
 def nash_weights(gram: np.ndarray, start=None, max_iter: int = 100, tol: float = 1e-9) -> np.ndarray | None:

@@ -13,8 +13,8 @@ with the Gram matrix K: g_i^PC · g_j = Σ_k c_ik K_kj, and d = Σ_j β_j g_j wi
 For two conflicting tasks (g_1 · g_2 < 0) this is the closed form
 d = g_1 + g_2 − (g_1·g_2/||g_2||²) g_2 − (g_1·g_2/||g_1||²) g_1; without conflict, d = g_1 + g_2.
 
-The random order of each step comes from a generator seeded with (``seed``, step), the same on every
-process and after a resume. The projection is done on the shared parameters (``at="shared"``, as
+The random order of each update comes from a generator seeded with (``seed``, update number), the same on
+every process and after a resume. The projection is done on the shared parameters (``at="shared"``, as
 in the paper's multi-task experiments, where the heads receive their own gradients).
 """
 
@@ -45,9 +45,12 @@ class PCGrad(GradientBalancer):
         self.register_buffer("num_steps", torch.zeros((), dtype=torch.long))
 
     def coefficients(self, gram, losses):
-        rng = np.random.default_rng([self.seed, int(self.num_steps)])
+        # one order per update: every micro-batch of an update projects in the same order
+        return project_conflicts(gram, np.random.default_rng([self.seed, int(self.num_steps)]))
+
+    def step(self) -> None:
+        super().step()
         self.num_steps.add_(1)
-        return project_conflicts(gram, rng)
 
 
 def project_conflicts(gram: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:

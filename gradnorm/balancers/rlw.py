@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gradnorm.balancers.base import Balancer
+from gradnorm.balancers.base import Balancer, sum_scale
 from gradnorm.checks import as_float
 
 
@@ -39,6 +39,7 @@ class RLW(Balancer):
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self.distribution, self.seed = distribution, seed
         self.total = as_float(total, "total", minimum=0.0, strict=True)
+        self.weight_scale = sum_scale(self.total, num_tasks)
         self.register_buffer("num_steps", torch.zeros((), dtype=torch.long))
         self._cache: tuple[int, torch.Tensor] | None = None
 

@@ -13,6 +13,7 @@ resumed run continues exactly. Any other optimiser is stepped as usual.
 
 from __future__ import annotations
 
+import copy
 import math
 from array import array
 from collections.abc import Sequence
@@ -53,6 +54,25 @@ class ScalarOptimizer:
         self._exp_avg, self._exp_avg_sq = exp_avg, exp_avg_sq
         return [x - step_size * m / (math.sqrt(v) / root_correction + eps)
                 for x, m, v in zip(values, exp_avg, exp_avg_sq)]
+
+    def reset(self) -> None:
+        """Forget the optimiser's state (Adam's moments and step count), as a freshly created optimiser
+        would start: the next :meth:`step` is a first step."""
+        self.optimizer.state.clear()
+        self._reset()
+
+    def snapshot(self):
+        """The optimiser's state now, for :meth:`restore` (a step to be taken back, e.g. a discarded update)."""
+        if self.on_host:
+            return self._steps, list(self._exp_avg), list(self._exp_avg_sq)
+        return copy.deepcopy(self.optimizer.state_dict())
+
+    def restore(self, snapshot) -> None:
+        """Back to the state of :meth:`snapshot`."""
+        if self.on_host:
+            self._steps, self._exp_avg, self._exp_avg_sq = snapshot[0], list(snapshot[1]), list(snapshot[2])
+        else:
+            self.optimizer.load_state_dict(snapshot)
 
     def _to_optimizer_state(self) -> None:
         if self._steps == 0:

@@ -22,7 +22,7 @@ segment, a task that does not reach W, a graph compiled into one node that hides
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -171,6 +171,50 @@ def _relu_chain(top: Node, layer_node: Node, children: dict) -> bool:
             return False
         node = kids[0][0]
     return True
+
+
+def walk_heads(losses: Tensor, features: Sequence[Tensor] | None = None) -> Iterator[Node]:
+    """The nodes of the losses' graph above ``features`` (the per-task views of z the heads consumed),
+    depth first from the losses: the walk stops at the features' nodes and at leaves, so on a network
+    whose heads read z through their features only it visits the heads' nodes (a few per task); a head
+    that also reads below z leads it on into the trunk. Without features: the whole graph."""
+    views = {f.grad_fn for f in features} if features else set()
+    seen: set[Node] = set()
+    stack = [losses.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen or node in views:
+            continue
+        seen.add(node)
+        yield node
+        if type(node) is not _ACCUMULATE:
+            stack.extend(child for child, _ in node.next_functions)
+
+
+def features_cover(losses: Tensor, features: Sequence[Tensor], params: Sequence[Tensor]) -> str | None:
+    """None when every path in the losses' graph from a loss to W passes through one of ``features``
+    (the per-task views of z the heads consumed), else a sentence saying how a path avoids them.
+
+    On a graph that keeps the contract, :func:`walk_heads` visits the heads' nodes only. A path that
+    reaches the node that produced z, or W's own accumulator, without passing a feature (e.g. a head that
+    also reads W's layer output through a skip connection) breaks the contract: the gradient at W would
+    then not be the one the features carry."""
+    producer = features[0].grad_fn.next_functions[0][0]
+    targets = {get_gradient_edge(p).node for p in params if p.grad_fn is None and p.requires_grad}
+    for node in walk_heads(losses, features):
+        if node is producer:
+            return "a head reads the shared representation other than through its feature"
+        if node in targets:
+            return "a head reaches W other than through the features, e.g. a skip connection from W's layer"
+    return None
+
+
+def leaves_above(losses: Tensor, shared: Sequence[Tensor], features: Sequence[Tensor] | None = None) -> list[Tensor]:
+    """The leaf tensors (parameters) the losses reach other than ``shared``, found by :func:`walk_heads`:
+    with the features, those of the heads. A backward pass with ``inputs=`` these skips the trunk."""
+    shared_ids = {id(p) for p in shared}
+    return [node.variable for node in walk_heads(losses, features)
+            if type(node) is _ACCUMULATE and id(node.variable) not in shared_ids]
 
 
 class SplitFinder:

@@ -1,7 +1,7 @@
 """Data sets: each yields (inputs, {task: target}) batches and names its tasks.
 
-NYUv2 is imported when first named (``from gradnorm.data import NYUv2``): its tasks' metrics need
-torchmetrics, which the toy never imports.
+NYUv2 and MultiMNIST are imported when first named (``from gradnorm.data import NYUv2``): their tasks'
+metrics need torchmetrics, which the toy never imports.
 """
 
 from importlib import import_module
@@ -10,9 +10,9 @@ from gradnorm.data.base import InMemoryData, MultiTaskData
 from gradnorm.data.toy import ToyRegression
 
 #: name -> the module that defines it, imported on first use
-LAZY = {"NYUv2": "nyuv2"}
+LAZY = {"MultiMNIST": "multimnist", "NYUv2": "nyuv2"}
 
-__all__ = ["InMemoryData", "MultiTaskData", "NYUv2", "ToyRegression"]
+__all__ = ["InMemoryData", "MultiMNIST", "MultiTaskData", "NYUv2", "ToyRegression"]
 
 
 def __getattr__(name: str):

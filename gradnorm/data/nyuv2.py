@@ -73,6 +73,9 @@ class NYUv2(MultiTaskData):
         depth_loss: ``l2`` (the paper's squared loss) or ``l1``.
         num_classes: segmentation classes (13).
         median_bin_deg: histogram bin of the normals' median angle (degrees).
+        metric_average: ``pixels`` (every metric over all valid test pixels) or ``batches`` (depth and
+            normals metrics per test batch, then the mean over batches, as the MTAN / CAGrad / Nash-MTL
+            code; segmentation from the test set's confusion matrix either way; docs/nyuv2.md §3).
         single_task_baselines: metric name -> single-task value, e.g. ``{depth/rmse: 0.6}``, or
             ``"nash_mtl"`` for :data:`NASH_MTL_BASELINES`; when given, evaluations report ``delta_m``,
             ``delta_m_nash_mtl`` and ``delta_m_libmtl`` (``gradnorm.tasks.DELTA_M_CONVENTIONS``).
@@ -90,6 +93,7 @@ class NYUv2(MultiTaskData):
         depth_loss: str = "l2",
         num_classes: int = 13,
         median_bin_deg: float = 0.01,
+        metric_average: str = "pixels",
         single_task_baselines: dict | None = None,
         num_workers: int = 4,
         pin_memory: bool | str = "auto",
@@ -116,8 +120,8 @@ class NYUv2(MultiTaskData):
         self.num_classes = num_classes
         self.tasks: list[Task] = [
             Segmentation("seg", num_classes=num_classes),
-            Depth("depth", loss=depth_loss),
-            Normals("normals", median_bin_deg=median_bin_deg),
+            Depth("depth", loss=depth_loss, metric_average=metric_average),
+            Normals("normals", median_bin_deg=median_bin_deg, metric_average=metric_average),
         ]
         if single_task_baselines == "nash_mtl":
             single_task_baselines = NASH_MTL_BASELINES
@@ -133,6 +137,11 @@ class NYUv2(MultiTaskData):
 
     def model_kwargs(self) -> dict:
         return {"in_channels": 3}
+
+    def task_setup(self) -> dict:
+        """Image size and split sizes, recorded in summary.json (a report's protocol tags read them)."""
+        return {"image_size": list(self.image_size), "train_samples": len(self.splits["train"]),
+                "test_samples": len(self.splits["test"])}
 
     def dataset(self, split: str, augment: bool) -> NYUv2Samples:
         """The samples of ``split`` ("train" or "test") with the selected tasks' targets."""

@@ -119,9 +119,15 @@ class ToyRegression(InMemoryData):
 
     def task_setup(self) -> dict:
         """The realised problem: σ_i (also when drawn), the entries' standard deviations actually used,
-        the training-set size (None: a fresh sample for every batch)."""
+        the training-set size (None: a fresh sample for every batch), and per task the loss of predicting 0,
+        mean over the points and outputs of f_i(x)², on the training set (None with fresh samples) and the
+        test set: a network whose loss on a task stays near it has not learned that task."""
+        zero = {split: [float(targets[t.name].pow(2).mean()) for t in self.tasks]
+                for split, targets in (("train", self.train_targets), ("test", self.test_targets))}
+        if self.fresh_samples:
+            zero["train"] = None
         return {"sigmas": list(self.sigmas), "b_std": self.b_std, "eps_std": self.eps_std,
-                "num_train": None if self.fresh_samples else len(self.train_inputs)}
+                "num_train": None if self.fresh_samples else len(self.train_inputs), "zero_predictor_loss": zero}
 
     def train_batches(self, batch_size, seed, start_step=0, rank=0, world_size=1):
         if not self.fresh_samples:

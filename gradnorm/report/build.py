@@ -8,6 +8,7 @@ verdicts on the paper's claims).
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -20,7 +21,18 @@ from gradnorm.experiments import (
     expected_runs,
     load_experiment,
 )
-from gradnorm.report import figure2, figure3, figure4, figure7, methods, sensitivity, table1
+from gradnorm.report import (
+    figure2,
+    figure3,
+    figure4,
+    figure7,
+    methods,
+    multimnist,
+    sensitivity,
+    table1,
+    variants,
+)
+from gradnorm.report.archive import ARCHIVE_DIR, archive_runs
 from gradnorm.report.claims import claims_markdown, paper_report, read_claims, read_context, write_claims
 from gradnorm.report.reference import Reference, write_comparison
 from gradnorm.report.runs import load_runs, runs_frame
@@ -34,7 +46,12 @@ REPORTS = {
     "table1": table1.report,
     "sensitivity": sensitivity.report,
     "methods": methods.report,
+    "multimnist": multimnist.report,
+    "variants": variants.report,
 }
+#: report kind -> the file of sentences its report writes, shown in the results folder's README.md under the
+#: experiment's heading (REPORT.md has it as a section too: claims.paper_report)
+README_SECTIONS = {"multimnist": multimnist.VERDICTS_FILE, "variants": variants.SENTENCES_FILE}
 
 
 def build_report(experiment: Experiment, runs_dir: Path, out_dir: Path, extras: list[str] | None = None) -> list[Path]:
@@ -52,10 +69,13 @@ def build_report(experiment: Experiment, runs_dir: Path, out_dir: Path, extras: 
     params = {k: v for k, v in experiment.report.items() if k != "kind"}
     if experiment.settings:  # a study of named settings: its report gets them and the sweeps' wall times
         params.update(settings=experiment.settings, timing=_sweep_times(runs_dir))
+    elif "timing" in inspect.signature(REPORTS[kind]).parameters:  # a report that quotes the sweeps' wall times
+        params.update(timing=_sweep_times(runs_dir))
     prefix = params.get("prefix", "")
     out_dir.mkdir(parents=True, exist_ok=True)
     before = Reference.read(out_dir / f"{prefix}runs.csv", out_dir / f"claims_{experiment.name}.json")
     files = [io.save_csv(out_dir / f"{prefix}runs.csv", frame)]
+    archive_runs(runs, runs_dir, out_dir / ARCHIVE_DIR / experiment.name)  # a folder: not among the files (W&B)
     footer = not_completed_section(frame, expected_runs(experiment, extras or [], runs_dir))
     made, verdicts = REPORTS[kind](runs, out_dir, footer=footer, **params)
     files += made
@@ -83,6 +103,8 @@ def write_results_readme(out_dir: Path) -> Path:
     prefixes = {exp: spec.report.get("prefix", "") for exp, spec in specs.items()}
     files = sorted(p.name for p in out_dir.iterdir() if p.is_file() and p.name != "README.md"
                    and not p.name.startswith(("claims_", ".")))
+    archived = sorted(p.name for p in (out_dir / ARCHIVE_DIR).iterdir() if p.is_dir()) if (
+        out_dir / ARCHIVE_DIR).is_dir() else []
     for exp, results in found.items():
         spec = specs.get(exp)
         lines.append(f"## `{exp}`: {spec.description} ({spec.paper})\n" if spec else f"## `{exp}`\n")
@@ -93,7 +115,12 @@ def write_results_readme(out_dir: Path) -> Path:
         longer = [p for p in prefixes.values() if len(p) > len(mine)]
         own = [n for n in files if n.startswith(mine) and not n.startswith(tuple(longer))] if longer else [
             n for n in files if n.startswith(mine)]
-        lines.append("Files: " + ", ".join(f"`{n}`" for n in own + [f"claims_{exp}.json"]) + "\n")
+        lines.append("Files: " + ", ".join(f"`{n}`" for n in own + [f"claims_{exp}.json"])
+                     + (f"; the runs (summary, history every few steps): `{ARCHIVE_DIR}/{exp}/`" if exp in archived
+                        else "") + "\n")
+        section = README_SECTIONS.get(spec.report.get("kind")) if spec else None
+        if section and (out_dir / section).is_file():
+            lines.append((out_dir / section).read_text())
         lines.append(claims_markdown(results))
     return io.write_text(out_dir / "README.md", "\n".join(lines) + "\n")
 
@@ -111,4 +138,5 @@ def write_paper_report(results_root: Path) -> Path:
     specs = [load_experiment(n) for n in available()]
     gpu = {s.name for s in specs if s.gpu}
     commands = {s.name: f"scripts/reproduce.py {s.name}" for s in specs}
-    return io.write_text(results_root / "REPORT.md", paper_report(results_root, gpu, commands))
+    text = paper_report(results_root, gpu, commands) + variants.report_section(results_root)
+    return io.write_text(results_root / "REPORT.md", text)

@@ -16,12 +16,14 @@ from gradnorm.report import claims as C
 from gradnorm.report.compare import completed_by_method, setting_label
 from gradnorm.report.curves import plot_band, seed_frame
 from gradnorm.report.figure2 import toy_sigmas
-from gradnorm.report.stats import spearman
+from gradnorm.report.stats import beyond, spearman
 from gradnorm.report.style import new_figure, save_figure, sigma_colorbar, task_colors
 from gradnorm.report.tables import fmt, seed_stats
 
-STRONG_RANK_CORRELATION = 0.5   # Spearman ρ(α, spread) ≥ this (and MIN_WIDENING): "reproduced"
-MIN_WIDENING = 0.1              # the spread at the largest α is at least 10% wider than at the smallest
+STRONG_RANK_CORRELATION = 0.5   # per seed, Spearman ρ(α, spread) above this...
+#: ...and the spread at the largest α more than this % wider than at the smallest: a spread that shows in
+#: Figure 5's traces (a few % is the size of the machine-to-machine drift of a run's numbers)
+MIN_WIDENING_PERCENT = 20.0
 
 
 def by_setting_and_alpha(runs: list) -> dict[str, dict[float, list]]:
@@ -69,23 +71,24 @@ def figure(groups: dict, traces_alphas, sigmas: bool, base: Path) -> list[Path]:
 
 
 def spread_claim(by_alpha: dict, setting: str, prefix: str) -> C.ClaimResult:
-    """Figure 5: a larger α spreads the weights further apart."""
+    """Figure 5: a larger α spreads the weights further apart (by a widening that matters)."""
     alphas = list(by_alpha)
-    spreads = [seed_stats([spread(r) for r in by_alpha[a]])[0] for a in alphas]
-    rho = spearman(alphas, spreads)
-    widening = spreads[-1] / spreads[0] - 1 if len(spreads) > 1 and spreads[0] > 0 else math.nan
-    check = (f"spread = std over tasks of GradNorm's time-averaged weights (mean over seeds). Spearman ρ(α, spread) "
-             f"≥ {STRONG_RANK_CORRELATION} and the spread at the largest α ≥ {1 + MIN_WIDENING:g}× the spread at the "
-             "smallest: reproduced; ρ > 0 or a wider spread: partly; otherwise not reproduced")
-    if not math.isfinite(rho) or not math.isfinite(widening):
-        verdict = C.NO_DATA
-    elif rho >= STRONG_RANK_CORRELATION and widening >= MIN_WIDENING:
-        verdict = C.REPRODUCED
-    else:
-        verdict = C.PARTLY if rho > 0 or widening > 0 else C.NOT_REPRODUCED
+    spreads = {a: {r.config.get("seed"): spread(r) for r in by_alpha[a]} for a in alphas}
+    seeds = sorted(set.intersection(*(set(v) for v in spreads.values())), key=str) if spreads else []
+    widening = {s: 100 * (spreads[alphas[-1]][s] / spreads[alphas[0]][s] - 1) for s in seeds
+                if len(alphas) > 1 and spreads[alphas[0]][s] > 0}
+    rhos = {s: spearman(alphas, [spreads[a][s] for a in alphas]) for s in seeds}
+    widen, rho = beyond(widening, MIN_WIDENING_PERCENT, unit="%"), beyond(rhos, STRONG_RANK_CORRELATION)
+    check = ("spread = std over tasks of GradNorm's time-averaged weights, per seed (the same seed at every α): "
+             f"Spearman ρ(α, spread) > {STRONG_RANK_CORRELATION} and the spread at the largest α more than "
+             f"{MIN_WIDENING_PERCENT:g}% wider than at the smallest, in every seed: reproduced; either in no seed: "
+             "not reproduced; seeds disagree: inconclusive")
+    means = [seed_stats(spreads[a].values())[0] for a in alphas]
+    verdict = C.verdict([widen.holds, rho.holds]) if widening else C.NO_DATA
     return C.ClaimResult("fig5.alpha_spreads_weights", setting, verdict, (
-        f"ρ={fmt(rho, 2)}; spread {100 * widening:+.1f}% from α={alphas[0]:g} to α={alphas[-1]:g} ("
-        + ", ".join(f"α={a:g}: {fmt(s)}" for a, s in zip(alphas, spreads)) + ")"), check, f"{prefix}figure5.png")
+        f"widening from α={alphas[0]:g} to α={alphas[-1]:g}: {widen.numbers()}; ρ per seed "
+        f"{fmt(rho.low, 2)}…{fmt(rho.high, 2)}; mean spread " + ", ".join(f"α={a:g}: {fmt(m)}" for a, m in zip(alphas, means))),
+        check, f"{prefix}figure5.png", value=widen.mean if widening else None)
 
 
 def run_sigmas(run) -> list[float] | None:

@@ -18,10 +18,13 @@ from omegaconf import OmegaConf
 
 from gradnorm import run_record
 from gradnorm.balancers import METHODS
+from gradnorm.balancers.gradnorm import variant_name
 from gradnorm.report.style import SINGLE_TASK, method_label
 
 #: status of a run directory without summary.json (crashed, killed, or still running)
 MISSING = "missing"
+#: the column every evaluation row of a history has (docs/architecture.md, "Run outputs")
+EVALUATION_COLUMN = "task_normalized_loss"
 
 _SKIP_DIRS = {".hydra", "checkpoints", "wandb", "__pycache__"}
 
@@ -70,6 +73,43 @@ class Run:
         return self._history
 
 
+def truncate(run: Run, steps: int) -> Run:
+    """The run as it stood after ``steps`` training steps: its history up to that step, and a summary whose
+    ``metrics`` are the last evaluation at or before it, ``weights`` the weights at it and ``mean_weights``
+    the average over the steps before it. On the toy this is exactly a ``steps``-step run (no schedule;
+    batches are a pure function of seed and step: docs/toy.md). A run that is not longer, or has no
+    history, is returned as it is."""
+    history, summary = run.history, run.summary
+    if history is None or summary is None or "step" not in history or int(summary.get("steps") or 0) <= steps:
+        return run
+    kept = history[history["step"] <= steps]
+    evaluated = kept[kept[EVALUATION_COLUMN].notna()] if EVALUATION_COLUMN in kept else kept.iloc[0:0]
+    if evaluated.empty:
+        return run
+    last = evaluated.iloc[-1]
+    names = run.task_names
+    weight_columns = [f"weight/{n}" for n in names if f"weight/{n}" in kept]
+    at = kept[kept["step"] == int(last["step"])]
+    training = kept[kept["step"] < int(last["step"])]
+    short = dict(summary)
+    short["metrics"] = {k: float(last[k]) for k in (summary.get("metrics") or {}) if k in last and pd.notna(last[k])}
+    short["metrics_step"] = int(last["step"])
+    short["steps"] = int(last["step"])
+    if len(weight_columns) == len(names) and names:
+        short["weights"] = [float(at[c].iloc[-1]) for c in weight_columns] if len(at) else summary.get("weights")
+        short["mean_weights"] = [float(training[c].mean()) for c in weight_columns]
+    config = dict(run.config)
+    config["trainer"] = {**(config.get("trainer") or {}), "max_steps": int(last["step"])}
+    short["config"] = config
+    return Run(path=run.path, summary=short, config=config, choices=run.choices, _history=kept)
+
+
+def shorter_budgets(runs: list[Run], budgets) -> list[int]:
+    """The budgets (steps) shorter than some completed run: the ones a truncation can judge."""
+    longest = max((int((r.summary or {}).get("steps") or 0) for r in runs if r.status == "completed"), default=0)
+    return sorted(int(b) for b in budgets if int(b) < longest)
+
+
 def find_run_dirs(root: str | Path) -> list[Path]:
     """Every run directory under ``root`` (``root`` itself included), sorted by path."""
     root = Path(root)
@@ -106,7 +146,8 @@ def runs_frame(runs: list[Run], root: str | Path | None = None) -> pd.DataFrame:
 
     Columns: ``run_dir`` (relative to ``root``), ``status``, ``error``, ``experiment``, ``dataset``,
     ``model``, ``balancer``, ``method`` (balancer name, or ``single_task``), ``label`` (as shown in
-    tables), ``alpha`` (GradNorm only), ``seed``, ``num_tasks``, ``tasks``, ``grid_index``,
+    tables), ``alpha`` and ``variant`` (GradNorm only: the preset's ``variant``, ``paper``, or the choices that
+    differ from the paper's, ``gradnorm.balancers.gradnorm.variant_name``), ``seed``, ``num_tasks``, ``tasks``, ``grid_index``,
     ``from_run``, ``sweep``, ``setting`` (the named set-up of a sensitivity study, else empty),
     ``max_steps``, ``steps``, ``wall_time_s``, ``overrides`` (re-run with ``python run.py <overrides>``),
     then every final metric under
@@ -125,7 +166,7 @@ def runs_frame(runs: list[Run], root: str | Path | None = None) -> pd.DataFrame:
 
 
 _BASE_COLUMNS = ["run_dir", "status", "error", "experiment", "dataset", "model", "balancer", "method", "label",
-                 "alpha", "seed", "num_tasks", "tasks", "grid_index", "from_run", "sweep", "setting", "max_steps",
+                 "alpha", "variant", "seed", "num_tasks", "tasks", "grid_index", "from_run", "sweep", "setting", "max_steps",
                  "steps", "wall_time_s", "overrides"]
 
 
@@ -176,6 +217,7 @@ def _row(run: Run, root) -> dict:
         "method": method,
         "label": label,
         "alpha": _get(config, "balancer.alpha") if balancer == "gradnorm" else None,
+        "variant": variant_name(config.get("balancer")) if balancer == "gradnorm" else None,
         "seed": config.get("seed"),
         "num_tasks": len(names) or None,
         "tasks": "+".join(names) or None,

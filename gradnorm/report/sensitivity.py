@@ -3,22 +3,24 @@
 The runs of ``experiments/toy_sensitivity.yaml`` carry ``setting`` in their config: a named set of
 overrides of the toy's default set-up (one unstated choice changed, or a few together). For every
 setting and T, Figure 2's five claims are checked exactly as ``figure2.check_claims`` checks them on
-the default runs, once on all seeds together (the verdict) and once per seed (its robustness: a
-verdict that some seeds do not share sits on a threshold). Settings that also ran the grid search
-(the follow-up sweep, ``<setting>__grid``) get Figure 4's two verdicts too.
+the default runs (paired over seeds: a verdict the seeds do not support reads "inconclusive").
+Settings that also ran the grid search (the follow-up sweep, ``<setting>__grid``) get Figure 4's two
+verdicts too.
 
 Written files (into the results folder):
   ``claims_map.md`` / ``claims_map.png``  rows = settings, columns = the claims at T=2 and T=10;
   ``gain.png``                            GradNorm's % gain over equal weights per setting (seeds paired);
   ``curves.png``                          test-loss curves of the settings whose T=2 verdict differs from
                                           the reference setting's (and the reference itself);
-  ``decides.md``                          sentences computed from the numbers (also a REPORT.md section).
+  ``decides.md``                          the per-factor table of GradNorm's paired gain over equal weights,
+                                          sentences only where an outcome is not inconclusive (also a
+                                          REPORT.md section).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +28,10 @@ import numpy as np
 from gradnorm import io
 from gradnorm.report import claims as C
 from gradnorm.report import figure2, figure4
-from gradnorm.report.curves import plot_band, seed_frame
+from gradnorm.report.compare import compare_runs
+from gradnorm.report.curves import late_mean, plot_band, seed_frame
 from gradnorm.report.runs import Run, method_of
-from gradnorm.report.stats import pearson
+from gradnorm.report.stats import INCONCLUSIVE, MACHINE_DRIFT_PERCENT, MIN_SEEDS, NO_DATA, Outcome, pearson
 from gradnorm.report.style import method_color, method_label, new_figure, save_figure
 from gradnorm.report.tables import markdown
 
@@ -43,20 +46,23 @@ FIGURE2_CLAIMS = {
 FIGURE4_CLAIMS = {"fig4.no_random_beats_gradnorm": "no random w beats GN", "fig4.negative_correlation": "r(dist, gain) < 0"}
 #: what each claim's key number is (ClaimResult.value)
 KEY_NUMBERS = {
-    "fig2.lowest_test_loss": "% by which GradNorm's final loss is below the better baseline's",
-    "fig2.weights_favour_small_sigma": "Spearman ρ(σ_i, E_t[w_i])",
-    "fig2.weights_stable": "largest late drift of the weights (threshold 0.1)",
-    "fig2.equal_swamped": "Spearman ρ(σ_i, q_i) under equal weights",
-    "fig2.uncertainty_deteriorates": "% rise of uncertainty's final loss over its minimum",
-    "fig4.no_random_beats_gradnorm": "grid points beating GradNorm (of 20)",
+    "fig2.lowest_test_loss": "GradNorm's mean paired % gain in the weaker of its two comparisons (vs equal, vs "
+                             "uncertainty)",
+    "fig2.weights_favour_small_sigma": "Spearman ρ(σ_i, E_t[w_i]), mean over seeds",
+    "fig2.weights_stable": "largest late drift of the weights over seeds (threshold 0.1)",
+    "fig2.equal_swamped": "R = u(smallest σ)/u(largest σ) under equal weights, mean over seeds (threshold 0.5)",
+    "fig2.uncertainty_deteriorates": "% rise of uncertainty's late loss over its lowest window, mean over seeds "
+                                     "(threshold 5%)",
+    "fig4.no_random_beats_gradnorm": f"grid points beating GradNorm by more than {MACHINE_DRIFT_PERCENT:g}% (of 20)",
     "fig4.negative_correlation": "Pearson r",
 }
 #: how each key number is written
 FORMATS = {"fig2.lowest_test_loss": "{:+.1f}%", "fig2.weights_favour_small_sigma": "{:.2f}", "fig2.weights_stable": "{:.3f}",
            "fig2.equal_swamped": "{:.2f}", "fig2.uncertainty_deteriorates": "{:+.1f}%",
            "fig4.no_random_beats_gradnorm": "{:.0f}", "fig4.negative_correlation": "{:.2f}"}
-MARK = {C.REPRODUCED: "✓", C.PARTLY: "◐", C.NOT_REPRODUCED: "✗", C.NO_DATA: "–"}
-VERDICT_COLORS = {C.REPRODUCED: "#7fc97f", C.PARTLY: "#fdd96a", C.NOT_REPRODUCED: "#f4a582", C.NO_DATA: "#eeeeee"}
+MARK = {C.REPRODUCED: "✓", C.PARTLY: "◐", C.NOT_REPRODUCED: "✗", C.INCONCLUSIVE: "?", C.NO_DATA: "–"}
+VERDICT_COLORS = {C.REPRODUCED: "#7fc97f", C.PARTLY: "#fdd96a", C.NOT_REPRODUCED: "#f4a582",
+                  C.INCONCLUSIVE: "#c6dbef", C.NO_DATA: "#eeeeee"}
 #: a setting in which no method brings the task-normalised test loss below this fraction of its start
 #: (T) has barely trained: its verdicts are about the start of training
 BARELY_TRAINED = 0.9
@@ -64,14 +70,10 @@ BARELY_TRAINED = 0.9
 
 @dataclass
 class Cell:
-    """One claim in one setting at one T: the verdict on all seeds and the verdicts of each seed."""
+    """One claim in one setting at one T: its verdict over all seeds (paired; the seeds' agreement is part of
+    the rule, so a verdict the seeds do not support reads "inconclusive")."""
 
     result: C.ClaimResult
-    seed_verdicts: list[str] = field(default_factory=list)
-
-    @property
-    def unanimous(self) -> bool:
-        return all(v == self.result.verdict for v in self.seed_verdicts)
 
     def number(self) -> str:
         value = self.result.value
@@ -79,9 +81,7 @@ class Cell:
 
     def text(self) -> str:
         number = f" {self.number()}" if self.number() else ""
-        agree = sum(v == self.result.verdict for v in self.seed_verdicts)
-        seeds = "" if self.unanimous or not self.seed_verdicts else f" ({agree}/{len(self.seed_verdicts)} seeds)"
-        return f"{MARK[self.result.verdict]}{number}{seeds}"
+        return f"{MARK.get(self.result.verdict, '?')}{number}"
 
 
 def setting_of(run: Run) -> str:
@@ -99,17 +99,8 @@ def group(runs: list[Run], reference: str) -> dict[str, list[Run]]:
 
 def figure2_cells(runs: list[Run]) -> dict[int, dict[str, Cell]]:
     """T -> claim id -> Cell, from one setting's runs."""
-    out: dict[int, dict[str, Cell]] = {}
-    for T, by_method in figure2.group_by_t(runs).items():
-        pooled = {r.id: Cell(r) for r in figure2.check_claims(T, by_method, "")}
-        seeds = sorted({r.config.get("seed") for rs in by_method.values() for r in rs})
-        for seed in seeds if len(seeds) > 1 else []:
-            one = {m: [r for r in rs if r.config.get("seed") == seed] for m, rs in by_method.items()}
-            if all(one.get(m) for m in figure2.COMPARED):
-                for r in figure2.check_claims(T, one, ""):
-                    pooled[r.id].seed_verdicts.append(r.verdict)
-        out[T] = pooled
-    return out
+    return {T: {r.id: Cell(r) for r in figure2.check_claims(T, by_method, "")}
+            for T, by_method in figure2.group_by_t(runs).items()}
 
 
 def figure4_cells(runs: list[Run]) -> dict[str, Cell]:
@@ -121,20 +112,14 @@ def figure4_cells(runs: list[Run]) -> dict[str, Cell]:
     pts = figure4.points(grid_runs, gradnorm, ["test_loss/*"])
 
     r = pearson([p["distance"] for p in pts], [p["gain"] for p in pts])
-    cells = {res.id: Cell(res) for res in figure4.claims(pts, r, "toy T=2", "")}
-    beating = sum(1 for p in pts if p["gain"] > 0)
-    cells["fig4.no_random_beats_gradnorm"].result.value = float(beating)
-    cells["fig4.negative_correlation"].result.value = r
-    return cells
+    return {res.id: Cell(res) for res in figure4.claims(pts, r, "toy T=2", "")}
 
 
-def paired_gains(runs: list[Run], T: int) -> list[float]:
-    """Per seed: 100·(L_equal − L_GradNorm)/L_equal of the final task-normalised test loss."""
+def paired_gain(runs: list[Run], T: int) -> Outcome:
+    """GradNorm against equal weights at T, paired by seed on the late task-normalised test loss: per seed
+    100·(L_equal − L_GradNorm)/L_equal, graded by ``stats.compare``."""
     by_method = figure2.group_by_t(runs).get(T, {})
-    final = {m: {r.config.get("seed"): r.summary["metrics"].get("task_normalized_loss", math.nan)
-                 for r in by_method.get(m, [])} for m in ("equal", "gradnorm")}
-    return [100 * (final["equal"][s] - final["gradnorm"][s]) / final["equal"][s]
-            for s in sorted(final["gradnorm"]) if s in final["equal"]]
+    return compare_runs(by_method.get("gradnorm", []), by_method.get("equal", []))
 
 
 def report(runs: list[Run], out: Path, footer: str = "", reference: str = "default",
@@ -167,12 +152,13 @@ def report(runs: list[Run], out: Path, footer: str = "", reference: str = "defau
 
 
 def differing_settings_from(cells: dict, reference: str, claim: str = "fig2.lowest_test_loss", T: int = 2) -> list[str]:
-    """Settings whose verdict on ``claim`` at ``T`` differs from the reference setting's."""
+    """Settings whose verdict on ``claim`` at ``T`` is decided (not inconclusive) and differs from the reference
+    setting's."""
     ref = cells.get(reference, {}).get(T, {}).get(claim)
     if ref is None:
         return []
     return [s for s, by_t in cells.items() if s != reference and claim in by_t.get(T, {})
-            and by_t[T][claim].result.verdict != ref.result.verdict]
+            and by_t[T][claim].result.verdict not in (ref.result.verdict, C.INCONCLUSIVE)]
 
 
 def differing_settings(runs: list[Run], reference: str, claim: str, where: str) -> list[str]:
@@ -215,9 +201,9 @@ def claims_map_markdown(cells: dict, grids: dict, settings: dict, reference: str
     legend = "; ".join(f"{m} {v}" for v, m in MARK.items())
     text = ("# Toy sensitivity study: Figure 2's claims under each set-up (claims map)\n\n"
             "Generated by `scripts/reproduce.py toy_sensitivity`; do not edit by hand. Each cell: the verdict "
-            f"({legend}) computed on all seeds by the same check as `results/toy/` (docs/reporting.md), its key "
-            "number, and, where the seeds taken one by one do not all give that verdict, how many do: such a "
-            f"verdict sits on a threshold. **Bold**: differs from `{reference}`.\n\n"
+            f"({legend}) computed by the same paired check as `results/toy/` (docs/reporting.md; with "
+            f"{MIN_SEEDS} seeds every seed must agree beyond the drift band, else inconclusive) and its key number. "
+            f"**Bold**: differs from `{reference}`.\n\n"
             + markdown(header, rows, "l" + "c" * len(columns)))
     text += "\nKey numbers:\n\n" + "\n".join(f"- {names[cid]}: {KEY_NUMBERS[cid]}" for cid in dict.fromkeys(
         c for _, c in columns)) + "\n"
@@ -238,8 +224,8 @@ def claims_map_figure(cells: dict, grids: dict, base: Path) -> list[Path]:
         for j, (T, cid) in enumerate(columns):
             cell = _cell(cells, grids, setting, T, cid)
             verdict = cell.result.verdict if cell else C.NO_DATA
-            ax.add_patch(_rect(j, i, VERDICT_COLORS[verdict], hatch=None if not cell or cell.unanimous else "///"))
-            label = MARK[verdict] + (f"\n{cell.number()}" if cell and cell.number() else "")
+            ax.add_patch(_rect(j, i, VERDICT_COLORS.get(verdict, VERDICT_COLORS[C.INCONCLUSIVE])))
+            label = MARK.get(verdict, "?") + (f"\n{cell.number()}" if cell and cell.number() else "")
             ax.text(j + 0.5, i + 0.5, label, ha="center", va="center", fontsize=7)
     ax.set_xlim(0, len(columns))
     ax.set_ylim(len(settings), 0)
@@ -252,41 +238,47 @@ def claims_map_figure(cells: dict, grids: dict, base: Path) -> list[Path]:
     from matplotlib.patches import Patch
 
     handles = [Patch(color=c, label=v) for v, c in VERDICT_COLORS.items()]
-    handles.append(Patch(facecolor="white", hatch="///", edgecolor="#555555", label="seeds disagree"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=7)
     ax.set_title("Figure 2's claims under each set-up (verdict, key number)")
     fig.tight_layout()
     return save_figure(fig, base)
 
 
-def _rect(x, y, color, hatch=None):
+def _rect(x, y, color):
     from matplotlib.patches import Rectangle
 
-    return Rectangle((x + 0.04, y + 0.06), 0.92, 0.88, facecolor=color, edgecolor="#555555" if hatch else "none",
-                     hatch=hatch, lw=0.5)
+    return Rectangle((x + 0.04, y + 0.06), 0.92, 0.88, facecolor=color, edgecolor="none", lw=0.5)
 
 
 # -- the gain and the curves ----------------------------------------------------------------------------
+#: the colour of a setting's gain by its outcome (better: GradNorm's colour; worse: equal weights')
+def _outcome_color(outcome: str) -> str:
+    return {"better": method_color("gradnorm"), "worse": method_color("equal")}.get(outcome, "#9ecae1")
+
+
 def gain_figure(groups: dict[str, list[Run]], base: Path) -> list[Path]:
     settings = list(groups)
     Ts = sorted({len(r.task_names) for rs in groups.values() for r in rs})
     fig, axes = new_figure(1, max(len(Ts), 1), width=4.2, height=0.32 * len(settings) + 1.4)
     for ax, T in zip(axes[0], Ts):
+        ax.axvspan(-MACHINE_DRIFT_PERCENT, MACHINE_DRIFT_PERCENT, color="#dddddd", lw=0)
         for i, setting in enumerate(settings):
-            gains = paired_gains(groups[setting], T)
-            if not gains:
+            outcome = paired_gain(groups[setting], T)
+            if not outcome.n:
                 continue
-            mean = float(np.mean(gains))
-            color = method_color("gradnorm") if mean > 0 else method_color("equal")
-            ax.plot([min(gains), max(gains)], [i, i], color=color, lw=2, alpha=0.5)
+            gains = list(outcome.values.values())
+            color = _outcome_color(outcome.outcome)
+            ax.plot([outcome.low, outcome.high], [i, i], color=color, lw=2, alpha=0.5)
             ax.scatter(gains, [i] * len(gains), s=9, color=color, zorder=3)
-            ax.scatter([mean], [i], s=40, marker="D", color=color, zorder=4)
+            ax.scatter([outcome.mean], [i], s=40, marker="D", color=color, zorder=4)
         ax.axvline(0, color="#333333", lw=0.8)
         ax.set_yticks(range(len(settings)), settings if ax is axes[0][0] else [""] * len(settings), fontsize=8)
         ax.set_ylim(len(settings) - 0.5, -0.5)
-        ax.set_xlabel("GradNorm's gain over equal weights, %\n(> 0: GradNorm better)")
-        ax.set_title(f"T={T}: mean (◆) and seeds (•, range)")
-    fig.suptitle("Toy: GradNorm α=0.12 vs equal weights, final task-normalised test loss, per setting")
+        ax.set_xlabel("GradNorm's gain over equal weights, %\n(> 0: GradNorm better; grey: ±"
+                      f"{MACHINE_DRIFT_PERCENT:g}% drift)")
+        ax.set_title(f"T={T}: mean (◆) and seeds (•, range)\nblue: better, grey: worse, light: inconclusive",
+                     fontsize=8)
+    fig.suptitle("Toy: GradNorm α=0.12 vs equal weights, late task-normalised test loss, per setting")
     fig.tight_layout()
     return save_figure(fig, base)
 
@@ -296,8 +288,7 @@ def barely_trained(runs: list[Run]) -> dict[int, float]:
     that is above :data:`BARELY_TRAINED` (no method has trained much)."""
     out = {}
     for T, by_method in figure2.group_by_t(runs).items():
-        finals = [np.mean([r.summary["metrics"].get("task_normalized_loss", math.nan) for r in rs])
-                  for rs in by_method.values() if rs]
+        finals = [np.mean([late_mean(r, "task_normalized_loss") for r in rs]) for rs in by_method.values() if rs]
         best = min(finals) / T if finals else math.nan
         if best > BARELY_TRAINED:
             out[T] = best
@@ -329,34 +320,81 @@ def curves_figure(groups: dict[str, list[Run]], shown: list[str], base: Path) ->
 
 
 # -- the sentences ---------------------------------------------------------------------------------------
+def factor_table(groups: dict, settings: dict, reference: str) -> str:
+    """One row per setting: what it changes, GradNorm's paired gain over equal weights at each T (mean, range
+    over seeds, n) and its outcome; settings that barely trained are flagged."""
+    Ts = sorted({len(r.task_names) for rs in groups.values() for r in rs})
+    rows = []
+    for setting, runs in groups.items():
+        slow = barely_trained(runs)
+        changes = ", ".join(f"`{k}={v}`" for k, v in settings.get(setting, {}).items()) or (
+            "the defaults" if setting == reference else "")
+        cells = []
+        for T in Ts:
+            outcome = paired_gain(runs, T)
+            cells.append(f"**{outcome.outcome}** {outcome.numbers()}" if outcome.n else "–")
+        note = ("barely trained at T=" + "/".join(map(str, slow)) if slow else "")
+        rows.append([f"`{setting}`", changes] + cells + [note])
+    return markdown(["Setting", "Changes"] + [f"T={T}: GradNorm vs equal weights" for T in Ts] + ["Note"], rows,
+                    "l" * (3 + len(Ts)))
+
+
+def factor_sentences(groups: dict, settings: dict, reference: str) -> list[str]:
+    """A sentence for each setting and T whose outcome is not inconclusive: the reference's, and every other
+    that differs from it."""
+    lines = []
+    Ts = sorted({len(r.task_names) for rs in groups.values() for r in rs})
+    for T in Ts:
+        ref = paired_gain(groups.get(reference, []), T)
+        if ref.outcome not in (INCONCLUSIVE, NO_DATA):
+            lines.append(f"- T={T}, `{reference}`: GradNorm is **{ref.outcome}** than equal weights by "
+                         f"{ref.numbers()}.")
+        for setting, runs in groups.items():
+            outcome = paired_gain(runs, T)
+            if setting == reference or outcome.outcome in (INCONCLUSIVE, NO_DATA) or outcome.outcome == ref.outcome:
+                continue
+            changes = ", ".join(f"`{k}={v}`" for k, v in settings.get(setting, {}).items())
+            slow = T in barely_trained(runs)
+            lines.append(f"- T={T}, `{setting}`" + (f" ({changes})" if changes else "") + f": GradNorm is "
+                         f"**{outcome.outcome}** than equal weights by {outcome.numbers()}, where `{reference}` is "
+                         f"{ref.outcome}" + (" (barely trained: about the first steps of training)" if slow else "")
+                         + ".")
+    return lines
+
+
 def decides_markdown(groups: dict, cells: dict, grids: dict, reference: str, timing: dict | None,
                      settings: dict | None = None) -> str:
-    """``decides.md``: which choices decide each claim, in sentences computed from the verdicts."""
+    """``decides.md``: the per-factor table of GradNorm's gain over equal weights, sentences where an outcome
+    is not inconclusive, and how each claim's verdict changes with the set-up."""
     names = {**FIGURE2_CLAIMS, **FIGURE4_CLAIMS}
+    settings = settings or {}
     n = len(cells)
     lines = ["Computed from `results/toy_sensitivity/` (`make reproduce-toy-sensitivity`): "
              f"{n} set-ups of the toy, each × {{equal, uncertainty, GradNorm α=0.12}} × T ∈ {{2, 10}} × "
-             f"{_seed_count(groups)} seeds; the claims map is `toy_sensitivity/claims_map.md`.\n"]
-    for T in sorted({T for by_t in cells.values() for T in by_t}):
-        positive = [s for s in cells if np.mean(paired_gains(groups[s], T) or [math.nan]) > 0]
-        lines.append(f"- **GradNorm's T={T} gain over equal weights** is positive in {len(positive)} of {n} settings"
-                     + (f" ({', '.join(f'`{s}`' for s in positive)})" if positive and len(positive) < n else "") + "."
-                     + deciding_sentence(settings or {}, positive, [s for s in cells if s not in positive]))
+             f"{_seed_count(groups)} seeds; the claims map is `toy_sensitivity/claims_map.md`.\n",
+             "GradNorm's gain over equal weights per set-up: % = 100·(L_equal − L_GradNorm)/L_equal of the late "
+             "task-normalised test loss, paired by seed (mean, range over seeds, n); better / worse: every seed "
+             f"beyond ±{MACHINE_DRIFT_PERCENT:g}% on one side with ≥ {MIN_SEEDS} seeds, else inconclusive "
+             "(docs/reporting.md). The set-ups change one unstated choice each (or a few together), so a row is "
+             "that change's effect, not a cause among several.\n", factor_table(groups, settings, reference)]
+    sentences = factor_sentences(groups, settings, reference)
+    lines.append("Outcomes that are not inconclusive (the reference's, and those that differ from it):\n"
+                 if sentences else "Every outcome is inconclusive or the same as the reference's.\n")
+    lines += sentences
+    lines.append("\nHow each claim's verdict changes with the set-up:\n")
     for T in sorted({T for by_t in cells.values() for T in by_t}):
         for cid in FIGURE2_CLAIMS:
             ref = cells.get(reference, {}).get(T, {}).get(cid)
             if ref is None:
                 continue
-            changed = [(s, by_t[T][cid]) for s, by_t in cells.items()
-                       if s != reference and cid in by_t.get(T, {}) and by_t[T][cid].result.verdict != ref.result.verdict]
-            shaky = [s for s, by_t in cells.items() if cid in by_t.get(T, {}) and not by_t[T][cid].unanimous]
-            sentence = (f"- T={T}, *{names[cid]}*: {ref.result.verdict} in `{reference}`; "
-                        + (f"it changes in {len(changed)} of {n - 1} other settings: "
-                           + ", ".join(f"`{s}` ({c.result.verdict})" for s, c in changed) if changed
-                           else f"the same in all {n - 1} other settings"))
-            if shaky:
-                sentence += f". Seeds disagree in: {', '.join(f'`{s}`' for s in shaky)}"
-            lines.append(sentence + ".")
+            others = [(s, by_t[T][cid]) for s, by_t in cells.items() if s != reference and cid in by_t.get(T, {})]
+            changed = [(s, c) for s, c in others if c.result.verdict not in (ref.result.verdict, C.INCONCLUSIVE)]
+            undecided = sum(c.result.verdict == C.INCONCLUSIVE for _, c in others)
+            lines.append(f"- T={T}, *{names[cid]}*: {ref.result.verdict} in `{reference}`; "
+                         + (f"a different decided verdict in {len(changed)} of {len(others)} other settings: "
+                            + ", ".join(f"`{s}` ({c.result.verdict})" for s, c in changed) if changed
+                            else f"no other decided verdict in the {len(others)} other settings")
+                         + (f"; inconclusive in {undecided}" if undecided else "") + ".")
     for cid in FIGURE4_CLAIMS:
         have = {s: g[cid] for s, g in grids.items() if cid in g}
         if have:
@@ -368,7 +406,7 @@ def decides_markdown(groups: dict, cells: dict, grids: dict, reference: str, tim
     if all_hold:
         lines.append(f"- Every Figure 2 claim holds at both T in: {', '.join(f'`{s}`' for s in all_hold)}. Found "
                      "after the fact among the settings tried; the documented default set-up is unchanged.")
-    else:
+    elif cells:
         best = max(cells, key=lambda s: _count(cells[s], C.REPRODUCED))
         total = sum(len(b) for b in cells[best].values())
         lines.append(f"- No setting makes every Figure 2 claim hold; the most (found after the fact): `{best}`, "
@@ -376,11 +414,11 @@ def decides_markdown(groups: dict, cells: dict, grids: dict, reference: str, tim
     slow = {s: b for s, rs in groups.items() if (b := barely_trained(rs))}
     if slow:
         lines.append("- **Barely trained**: in " + ", ".join(
-            f"`{s}` (T={'/'.join(map(str, b))}: best final loss {'/'.join(f'{100 * v:.0f}%' for v in b.values())} of "
+            f"`{s}` (T={'/'.join(map(str, b))}: best late loss {'/'.join(f'{100 * v:.0f}%' for v in b.values())} of "
             "its start)" for s, b in slow.items())
             + f" no method brought the task-normalised test loss below {BARELY_TRAINED:.0%} of its start: their "
             "verdicts are about the first steps of training, not about a trained network.")
-    length = length_check(cells, groups, reference, settings or {})
+    length = length_check(cells, groups, reference, settings)
     if length:
         lines.append(length)
     if timing:
@@ -388,25 +426,6 @@ def decides_markdown(groups: dict, cells: dict, grids: dict, reference: str, tim
         lines.append(f"- The sweeps took {total / 60:.0f} min of wall time on the machine that ran them "
                      f"({len(timing)} sweeps).")
     return "\n".join(lines) + "\n"
-
-
-def deciding_changes(settings: dict, yes: list[str], no: list[str]) -> list[str]:
-    """The overrides (``key=value``) found in some ``yes`` setting and in no ``no`` setting."""
-    seen_no = {f"{k}={v}" for s in no for k, v in settings.get(s, {}).items()}
-    return sorted(dict.fromkeys(f"{k}={v}" for s in yes for k, v in settings.get(s, {}).items()
-                                if f"{k}={v}" not in seen_no))
-
-
-def deciding_sentence(settings: dict, yes: list[str], no: list[str]) -> str:
-    """" It is positive exactly where a setting changes one of: ..." when that holds for every setting."""
-    if not yes or not no or not settings:
-        return ""
-    changes = deciding_changes(settings, yes, no)
-    covered = all(any(f"{k}={v}" in changes for k, v in settings.get(s, {}).items()) for s in yes)
-    if not changes or not covered:
-        return ""
-    return (" It is positive exactly in the settings that change one of " + ", ".join(f"`{c}`" for c in changes)
-            + " (each such setting has it positive; no setting without one of them does).")
 
 
 def _count(by_t: dict, verdict: str) -> int:

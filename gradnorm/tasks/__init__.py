@@ -1,7 +1,8 @@
 """Tasks: one small module per task with its loss and metrics.
 
-NYUv2's tasks (depth, normals, segmentation) measure with torchmetrics, which takes seconds to import:
-they are imported when first named (``from gradnorm.tasks import Depth``), so that the toy never pays it.
+The tasks that measure with torchmetrics (classification, depth, normals, segmentation), which takes
+seconds to import, are imported when first named (``from gradnorm.tasks import Depth``), so that the toy
+never pays it.
 """
 
 from importlib import import_module
@@ -18,10 +19,10 @@ from gradnorm.tasks.base import (
 from gradnorm.tasks.regression import Regression
 
 #: name -> the module that defines it, imported on first use
-LAZY = {"Depth": "depth", "Normals": "normals", "Segmentation": "segmentation"}
+LAZY = {"Classification": "classification", "Depth": "depth", "Normals": "normals", "Segmentation": "segmentation"}
 
-__all__ = ["DELTA_M_CONVENTIONS", "Depth", "NoMetrics", "Normals", "Regression", "Segmentation", "Task",
-           "WeightedMean", "delta_m", "delta_m_all", "delta_m_by_task"]
+__all__ = ["DELTA_M_CONVENTIONS", "Classification", "Depth", "NoMetrics", "Normals", "Regression", "Segmentation",
+           "Task", "WeightedMean", "delta_m", "delta_m_all", "delta_m_by_task"]
 
 
 def __getattr__(name: str):

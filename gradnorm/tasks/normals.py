@@ -12,6 +12,11 @@ truth. With c the cosine and θ the angle in degrees, over the N valid pixels of
     within_t     = #{θ < t} / N  for t = 11.25, 22.5, 30 (fractions in [0, 1]; exact counts)
 
 Every state is a sum (counts, histogram), so the metrics are exact across processes.
+
+With ``metric_average="batches"`` each metric is taken over the valid pixels of each test batch (the
+median exactly, as numpy's) and averaged over the batches, every batch counting once (the MTAN /
+CAGrad / Nash-MTL code's ``normal_error`` averaged over ``test_batch``); a batch without valid pixels
+is skipped.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torchmetrics
 from torch import Tensor
 
 from gradnorm.tasks.base import Task
+from gradnorm.tasks.depth import check_metric_average
 
 THRESHOLDS = (11.25, 22.5, 30.0)
 
@@ -48,17 +54,18 @@ class Normals(Task):
 
     out_channels = 3
 
-    def __init__(self, name: str = "normals", median_bin_deg: float = 0.01):
+    def __init__(self, name: str = "normals", median_bin_deg: float = 0.01, metric_average: str = "pixels"):
         super().__init__(name)
         self.median_bin_deg = median_bin_deg
+        self.metric_average = check_metric_average(metric_average)
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
         cosine, valid = cosine_and_mask(pred, target)
         return ((1.0 - cosine) * valid).sum() / valid.sum().clamp(min=1)
 
     def metrics(self) -> torchmetrics.MetricCollection:
-        return torchmetrics.MetricCollection(
-            {self.name: NormalsMetrics(prefix=self.name, median_bin_deg=self.median_bin_deg)})
+        return torchmetrics.MetricCollection({self.name: NormalsMetrics(
+            prefix=self.name, median_bin_deg=self.median_bin_deg, metric_average=self.metric_average)})
 
     def metric_directions(self) -> dict[str, bool]:
         return NormalsMetrics.directions(self.name)
@@ -69,17 +76,22 @@ class NormalsMetrics(torchmetrics.Metric):
 
     full_state_update = False
 
-    def __init__(self, prefix: str = "normals", median_bin_deg: float = 0.01):
+    def __init__(self, prefix: str = "normals", median_bin_deg: float = 0.01, metric_average: str = "pixels"):
         super().__init__()
         if not median_bin_deg > 0:
             raise ValueError(f"median_bin_deg must be > 0, got {median_bin_deg!r}")
         self.prefix = prefix
+        self.per_batch = check_metric_average(metric_average) == "batches"
         self.bin_deg = float(median_bin_deg)
         self.num_bins = math.ceil(180.0 / self.bin_deg)
-        for state in ("abs_cos_err", "angle", "count"):
+        # per pixel: sums over pixels and pixel counts; per batch: sums of the batches' values (``median``)
+        # and the batch count
+        for state in ("abs_cos_err", "angle", "count", "median"):
             self.add_state(state, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("within", default=torch.zeros(len(THRESHOLDS), dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("histogram", default=torch.zeros(self.num_bins, dtype=torch.long), dist_reduce_fx="sum")
+        within = torch.zeros(len(THRESHOLDS), dtype=torch.float64 if self.per_batch else torch.long)
+        self.add_state("within", default=within, dist_reduce_fx="sum")
+        bins = 0 if self.per_batch else self.num_bins
+        self.add_state("histogram", default=torch.zeros(bins, dtype=torch.long), dist_reduce_fx="sum")
 
     @staticmethod
     def directions(prefix: str) -> dict[str, bool]:
@@ -90,6 +102,14 @@ class NormalsMetrics(torchmetrics.Metric):
         cosine, valid = cosine_and_mask(pred, target)
         cosine = cosine[valid].double()
         angle = angle_degrees(pred, target)[valid].double()
+        if self.per_batch:
+            if angle.numel():
+                self.abs_cos_err += (1.0 - cosine.abs()).mean()
+                self.angle += angle.mean()
+                self.median += torch.quantile(angle, 0.5)  # the middle value, or the mean of the two (numpy's)
+                self.within += torch.stack([(angle < t).double().mean() for t in THRESHOLDS])
+                self.count += 1
+            return
         self.abs_cos_err += (1.0 - cosine.abs()).sum()
         self.angle += angle.sum()
         self.count += cosine.numel()
@@ -101,7 +121,7 @@ class NormalsMetrics(torchmetrics.Metric):
         n = self.count
         out = {f"{self.prefix}/err": self.abs_cos_err / n,
                f"{self.prefix}/mean_angle": self.angle / n,
-               f"{self.prefix}/median_angle": self._median()}
+               f"{self.prefix}/median_angle": self.median / n if self.per_batch else self._median()}
         for t, k in zip(THRESHOLDS, self.within):
             out[f"{self.prefix}/within_{t:g}"] = k.double() / n
         return out
