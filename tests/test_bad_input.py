@@ -31,8 +31,9 @@ def snapshot(directory: Path) -> dict[str, bytes]:
 def test_unknown_option_gives_one_error_line(tmp_path):
     """A Hydra-level mistake (bad values of the config keys: tests/test_bad_values.py)."""
     result = run_cli([*TINY, "balancer=gradnrom"], cwd=tmp_path)
-    assert_one_error(result, "unknown balancer 'gradnrom'", "choose one of: cagrad, dwa, equal, famo, fixed, "
-                     "gradnorm, gradnorm_static, grid, imtl, mgda, nash_mtl, pcgrad, rlw, uncertainty")
+    options = ", ".join(sorted(p.stem for p in (ROOT / "conf" / "balancer").glob("*.yaml")))
+    assert "cagrad, dwa, equal, famo, fixed, gradnorm" in options
+    assert_one_error(result, "unknown balancer 'gradnrom'", f"choose one of: {options}")
     assert not list(tmp_path.rglob("summary.json"))
 
 
