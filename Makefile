@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP) ## create .venv and install the suite (torch 2.14.1, constraints.txt) with its dev tools
 
 test: $(STAMP) ## run the test suite, one process per core (pytest-xdist; installs first if needed)
-	$(PY) -m pytest -q -n auto --dist worksteal
+	$(PY) -m pytest -q -n auto --maxschedchunk 1
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check gradnorm scripts experiments tests run.py
