@@ -98,8 +98,8 @@ def test_table1_mtan_experiment_end_to_end_on_generated_data(tmp_path):
     result = subprocess.run(
         [sys.executable, "scripts/reproduce.py", "table1_mtan", "--sweeps", "methods", "balancer=equal,gradnorm",
          "seed=0", f"dataset.root={root}", "dataset.num_workers=0", "trainer.device=cpu", "trainer.max_steps=4",
-         "trainer.eval_every=2", "trainer.progress=false", "logger=none", "--runs-dir", str(tmp_path / "runs"),
-         "--out", str(tmp_path / "results" / "nyuv2_mtan")],
+         "trainer.eval_every=2", "trainer.checkpoint_every=0", "trainer.progress=false", "logger=none",
+         "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "results" / "nyuv2_mtan")],
         cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     summaries = sorted((tmp_path / "runs").rglob("summary.json"))
