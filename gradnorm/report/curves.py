@@ -19,8 +19,11 @@ LAST_EVALUATIONS = 5
 
 
 def series(run: Run, column: str) -> pd.Series:
-    """``column`` of a run's history indexed by step, NaN rows dropped (empty if absent): :meth:`Run.column`."""
-    return run.column(column)
+    """``column`` of a run's history indexed by step, NaN rows dropped (empty if absent)."""
+    history = run.history
+    if history is None or column not in history:
+        return pd.Series(dtype=float)
+    return history[["step", column]].dropna().set_index("step")[column].astype(float)
 
 
 def late_window(run: Run, until: int | None = None, k: int = LAST_EVALUATIONS,

@@ -38,7 +38,6 @@ class Run:
     config: dict
     choices: dict = field(default_factory=dict)
     _history: pd.DataFrame | None = field(default=None, repr=False)
-    _columns: dict = field(default_factory=dict, repr=False)  # column -> series, made once (reports ask often)
 
     @property
     def status(self) -> str:
@@ -72,14 +71,6 @@ class Run:
         if self._history is None:
             self._history = run_record.read_history(self.path)
         return self._history
-
-    def column(self, name: str) -> pd.Series:
-        """``name`` of the history indexed by step, its NaN rows dropped (empty if absent); made once."""
-        if name not in self._columns:
-            history = self.history
-            self._columns[name] = (pd.Series(dtype=float) if history is None or name not in history else
-                                   history[["step", name]].dropna().set_index("step")[name].astype(float))
-        return self._columns[name]
 
 
 def truncate(run: Run, steps: int) -> Run:
