@@ -19,11 +19,15 @@ LAST_EVALUATIONS = 5
 
 
 def series(run: Run, column: str) -> pd.Series:
-    """``column`` of a run's history indexed by step, NaN rows dropped (empty if absent)."""
+    """``column`` of a run's history indexed by step, NaN rows dropped (empty if absent). (Reports ask for
+    thousands of these: numpy, not a DataFrame round trip.)"""
     history = run.history
     if history is None or column not in history:
         return pd.Series(dtype=float)
-    return history[["step", column]].dropna().set_index("step")[column].astype(float)
+    values = history[column].to_numpy(dtype=float, na_value=np.nan)
+    steps = history["step"].to_numpy(dtype=float, na_value=np.nan)
+    keep = ~(np.isnan(values) | np.isnan(steps))
+    return pd.Series(values[keep], index=pd.Index(steps[keep].astype(np.int64), name="step"), name=column)
 
 
 def late_window(run: Run, until: int | None = None, k: int = LAST_EVALUATIONS,
