@@ -182,7 +182,8 @@ def test_the_experiment_end_to_end_on_generated_digits(tmp_path):
     runs_dir, out = tmp_path / "runs", tmp_path / "results" / "multimnist"
     tiny = [f"dataset.root={cache}", "dataset.download=false", "dataset.train_per_class=5", "dataset.test_per_class=2",
             "dataset.num_train=64", "dataset.num_test=20", "trainer.batch_size=16", "trainer.max_steps=4",
-            "trainer.eval_every=2", "trainer.eval_batch_size=20", "trainer.progress=false", "logger=none", "seed=0"]
+            "trainer.eval_every=2", "trainer.eval_batch_size=20", "trainer.progress=false", "logger=none", "seed=0",
+            "hydra/launcher=basic"]  # the runs one after another in each sweep's process (the parallel launcher: test_reproduce)
     done = subprocess.run([sys.executable, "scripts/reproduce.py", "multimnist", "--sweeps", "gradnorm,one_backward",
                            *tiny, "--runs-dir", str(runs_dir), "--out", str(out)], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)

@@ -130,7 +130,7 @@ TINY = ["trainer.max_steps=4", "trainer.eval_every=2", "trainer.progress=false",
 def test_toy_variants_experiment_end_to_end(tmp_path):
     result = subprocess.run(
         [sys.executable, "scripts/reproduce.py", "gradnorm_variants", "--sweeps",
-         "paper,equal,libmtl", "experiment=toy_t2", "seed=0,1,2", "dataset.num_train=200",
+         "paper,equal,libmtl", "experiment=toy_t2", "seed=0,1,2", "hydra/launcher=basic", "dataset.num_train=200",
          "dataset.num_test=100", "trainer.batch_size=20", *TINY, "--runs-dir", str(tmp_path / "runs"),
          "--out", str(tmp_path / "results" / "toy_variants")],
         cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
