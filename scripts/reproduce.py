@@ -9,8 +9,8 @@
     scripts/reproduce.py --list
 
 Each sweep is one ``python run.py -m ...`` (so a Hydra launcher plugin can take it elsewhere); its
-runs go to ``runs/<experiment>/<sweep>/`` (replaced on a new run), the report to the experiment's
-results folder, and ``REPORT.md`` next to that folder is regenerated. docs/experiments.md has more.
+runs go to ``runs/<experiment>/<sweep>/`` (replaced on a new run; kept and continued with
+``trainer.resume=auto``), the report to the experiment's results folder, and ``REPORT.md`` next to that folder is regenerated. docs/experiments.md has more.
 """
 
 from __future__ import annotations
@@ -107,7 +107,10 @@ def run_sweeps(experiment, runs_dir: Path, extras: list[str], dry_run: bool, swe
                                                             for c in command[1:]]]), flush=True)
         if dry_run:
             continue
-        clear_sweep_dir(runs_dir / sweep)
+        if resuming(extras):
+            print(f"    trainer.resume: keeping {_short(runs_dir / sweep)}'s finished runs", flush=True)
+        else:
+            clear_sweep_dir(runs_dir / sweep)
         start = time.perf_counter()
         code = run_with_bar(command, {**experiment.env, **os.environ}, runs_dir / sweep, count, sweep)
         print(f"==> [{experiment.name}] sweep {sweep!r} finished in {time.perf_counter() - start:.0f} s "
@@ -119,6 +122,13 @@ def run_sweeps(experiment, runs_dir: Path, extras: list[str], dry_run: bool, swe
     if not dry_run:
         print(f"==> [{experiment.name}] all sweeps done in {time.perf_counter() - total:.0f} s", flush=True)
     return 0
+
+
+def resuming(extras: list[str]) -> bool:
+    """Whether the sweeps continue their folders (``trainer.resume=auto``: finished runs are kept, unfinished
+    ones continue their checkpoints) instead of starting afresh in emptied folders."""
+    return any(e.split("=", 1)[0].lstrip("+") == "trainer.resume" and e.split("=", 1)[1] not in ("", "null")
+               for e in extras if "=" in e)
 
 
 def run_with_bar(command: list[str], env: dict, sweep_dir: Path, count: int, label: str) -> int:

@@ -97,3 +97,16 @@ def test_report_run_is_logged_to_wandb_offline_and_skipped_with_logger_none(tmp_
     assert log_report("toy", [table], [f"logger.dir={tmp_path}", "logger.mode=offline"]) is True
     [run] = list((tmp_path / "wandb").glob("offline-run-*"))
     assert list(run.glob("files/media/table/runs_*.table.json"))
+
+
+@pytest.mark.parametrize("resume", [None, "trainer.resume=auto"])
+def test_a_resumed_reproduction_keeps_its_finished_runs(tmp_path, reproduce, monkeypatch, resume):
+    finished = tmp_path / "runs" / "figure2" / "t2_seed0" / "summary.json"
+    finished.parent.mkdir(parents=True)
+    finished.write_text("{}")
+    monkeypatch.setattr(reproduce, "run_with_bar", lambda *args: 0)
+    extras = ["trainer.max_steps=2"] + ([resume] if resume else [])
+    experiment = reproduce.load_experiment("toy")
+    assert reproduce.run_sweeps(experiment, tmp_path / "runs", extras, False, ["figure2"]) == 0
+    assert finished.exists() == bool(resume)
+    assert not reproduce.resuming(["trainer.resume=null"]) and reproduce.resuming(["+trainer.resume=auto"])
