@@ -118,8 +118,15 @@ def test_a_win_a_loss_and_an_inconclusive_case(tmp_path):
     assert "| MGDA | mean | 10.0 | 25.4 | 40.8 | 56.2 |" in table
 
 
+@pytest.fixture
+def no_figures(monkeypatch):
+    """For tests of the text only: the figures (3/4 of a report's time) are drawn by the tests above."""
+    for name in ("accuracy_figure", "weights_figure", "first_epochs_figure"):
+        monkeypatch.setattr(mm, name, lambda *args, **kwargs: [])
+
+
 @pytest.mark.slow
-def test_the_sentences_follow_the_numbers(tmp_path):
+def test_the_sentences_follow_the_numbers(tmp_path, no_figures):
     def sentences(root, **kwargs):
         mm.report(load_runs(write_study(root, **kwargs)), root / "out", timing={"one_backward": 300.0, "gradnorm": 60.0})
         return (root / "out" / mm.VERDICTS_FILE).read_text()
@@ -143,7 +150,7 @@ def test_the_sentences_follow_the_numbers(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_report_writes_its_readme_and_report_section(tmp_path):
+def test_the_report_writes_its_readme_and_report_section(tmp_path, no_figures):
     runs_dir = write_study(tmp_path / "runs")
     out = tmp_path / "results" / "multimnist"
     files = build_report(load_experiment("multimnist"), runs_dir, out)
