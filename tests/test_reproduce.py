@@ -110,3 +110,12 @@ def test_a_resumed_reproduction_keeps_its_finished_runs(tmp_path, reproduce, mon
     assert reproduce.run_sweeps(experiment, tmp_path / "runs", extras, False, ["figure2"]) == 0
     assert finished.exists() == bool(resume)
     assert not reproduce.resuming(["trainer.resume=null"]) and reproduce.resuming(["+trainer.resume=auto"])
+
+
+def test_a_key_that_does_not_change_training_stays_out_of_the_job_folders():
+    from gradnorm.experiments import sweep_command
+
+    command = sweep_command(load_experiment("multimnist"), "gradnorm", Path("runs"), [])
+    assert "logger=none" in command  # the spec turns W&B off for its runs...
+    [exclude] = [c for c in command if c.startswith("hydra.job.config.override_dirname.exclude_keys=")]
+    assert "logger" in exclude.split("=", 1)[1].strip("[]").split(",")  # ...without naming every folder after it
