@@ -160,10 +160,12 @@ def sweep_command(experiment: Experiment, sweep: str, runs_dir: Path, extras: li
     # Job directories are named by the keys that vary; fixed extras (e.g. trainer.max_steps=4) stay out.
     own = experiment.settings.get(sweep.partition(FOLLOWUP_SEP)[0], {})  # a setting's own keys: in the sweep's name
     # Keys that do not change training (logger, ...) stay out too, even where the spec sets them.
-    excluded = [k.lstrip("+~") for k, v in overrides.items()
-                if k.lstrip("+~") in SWEEP_KEYS or k in own
-                or (k not in experiment.sweeps[sweep] and count_values(v) == 1)
-                or (key_in(k.lstrip("+~"), NOT_TRAINING_KEYS) and (count_values(v) == 1 or k not in experiment.sweeps[sweep]))]
+    excluded = []
+    for k, v in overrides.items():
+        key, single = k.lstrip("+~"), count_values(v) == 1
+        not_training, fixed_here = key_in(key, NOT_TRAINING_KEYS), k not in experiment.sweeps[sweep]
+        if key in SWEEP_KEYS or k in own or (fixed_here and (single or not_training)) or (single and not_training):
+            excluded.append(key)
     args = [f"{k}={v.replace('{runs}', str(runs_dir))}" for k, v in overrides.items()]
     hydra_args = [f"hydra.sweep.dir={runs_dir / sweep}",
                   f"hydra.job.config.override_dirname.exclude_keys=[{','.join(['sweep_group'] + excluded)}]",

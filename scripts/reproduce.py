@@ -10,7 +10,8 @@
 
 Each sweep is one ``python run.py -m ...`` (so a Hydra launcher plugin can take it elsewhere); its
 runs go to ``runs/<experiment>/<sweep>/`` (replaced on a new run; kept and continued with
-``trainer.resume=auto``), the report to the experiment's results folder, and ``REPORT.md`` next to that folder is regenerated. docs/experiments.md has more.
+``trainer.resume=auto``), the report to the experiment's results folder, and ``REPORT.md`` next to
+that folder is regenerated. docs/experiments.md has more.
 """
 
 from __future__ import annotations
