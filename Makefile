@@ -24,7 +24,7 @@ test: $(STAMP) ## run the test suite, one process per core (pytest-xdist; instal
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check gradnorm scripts experiments tests run.py
 
-reproduce-toy: $(STAMP) ## the toy reproduction (paper Figure 2): sweep, then results/toy/
+reproduce-toy: $(STAMP) ## the toy reproduction (paper Figure 2; 30 runs, ~11 min + install): sweep, then results/toy/
 	$(PY) scripts/reproduce.py toy
 
 bench: $(STAMP) ## step time and memory of every balancer vs equal weights (~30 min on 2 cores) -> results/bench/ (BENCH_ARGS="--quick")
@@ -52,7 +52,7 @@ smoke-nyuv2: $(STAMP) ## NYUv2 pipeline on fake data: Table 1 and Figure 3 sweep
 	print(f'smoke-nyuv2: {len(runs)} runs, failed: {bad or None}; tables in $(SMOKE_NYUV2_OUT)/results'); \
 	sys.exit(1 if bad or len(runs) != 45 else 0)"
 
-reproduce-toy-all: $(STAMP) ## Figure 2, toy grid search + GradNorm static (Fig. 4), toy α sweep (Figs. 5, 7): results/toy/
+reproduce-toy-all: $(STAMP) ## Figure 2, toy grid search + GradNorm static (Fig. 4), toy α sweep (Figs. 5, 7); 80 runs, ~32 min: results/toy/
 	$(PY) scripts/reproduce.py toy $(ARGS)
 	$(PY) scripts/reproduce.py toy_grid $(ARGS)
 	$(PY) scripts/reproduce.py toy_alpha $(ARGS)
@@ -60,7 +60,7 @@ reproduce-toy-all: $(STAMP) ## Figure 2, toy grid search + GradNorm static (Fig.
 reproduce-toy-sensitivity: $(STAMP) ## which unstated choices decide Figure 2's claims (15 set-ups, ~1 h on 2 cores): results/toy_sensitivity/
 	$(PY) scripts/reproduce.py toy_sensitivity $(ARGS)
 
-reproduce-toy-methods: $(STAMP) ## GradNorm vs DWA, RLW, FAMO, PCGrad, MGDA, CAGrad, IMTL-G, Nash-MTL on the toy (~1 h on 2 cores): results/toy_methods/
+reproduce-toy-methods: $(STAMP) ## GradNorm vs DWA, RLW, FAMO, PCGrad, MGDA, CAGrad, IMTL-G, Nash-MTL on the toy (110 runs, 61 min on 2 cores): results/toy_methods/
 	$(PY) scripts/reproduce.py toy_methods $(ARGS)
 
 reproduce-toy-variants: $(STAMP) ## GradNorm as LibMTL, lucidrains, LucasBoTang, brianlan, Aligned-MTL compute it, and each choice alone, vs the paper's on the toy (T=2,10, 5 seeds; ~1 h 15 min on 2 cores): results/toy_variants/
