@@ -531,14 +531,3 @@ def test_a_std_band_on_a_log_axis_stops_at_the_lowest_seed():
         lows[log] = ax.collections[0].get_paths()[0].vertices[:, 1].min()
         plt.close(fig)
     assert lows[False] < 0 and lows[True] == pytest.approx(0.1)
-
-
-@pytest.mark.parametrize("body, stale", [
-    ("- **GradNorm's T=2 gain over equal weights** is positive in 7 of 15 settings.\n", True),
-    ("| Setting | Changes | T=2: GradNorm vs equal weights | Note |\n", False)])
-def test_a_sensitivity_section_written_under_the_earlier_rules_says_so(tmp_path, body, stale):
-    (tmp_path / "toy_sensitivity").mkdir()
-    (tmp_path / "toy_sensitivity" / "decides.md").write_text(body)
-    text = C.paper_report(tmp_path, set(), {})
-    section = text.split("## What decides each claim (toy_sensitivity)\n\n")[1]
-    assert section.startswith("*Written under the earlier rules") == stale and section.endswith(body)

@@ -4,18 +4,13 @@ NYUv2 and MultiMNIST are imported when first named (``from gradnorm.data import 
 metrics need torchmetrics, which the toy never imports.
 """
 
-from importlib import import_module
-
 from gradnorm.data.base import InMemoryData, MultiTaskData
 from gradnorm.data.toy import ToyRegression
+from gradnorm.lazy import lazy_attributes
 
 #: name -> the module that defines it, imported on first use
 LAZY = {"MultiMNIST": "multimnist", "NYUv2": "nyuv2"}
 
 __all__ = ["InMemoryData", "MultiMNIST", "MultiTaskData", "NYUv2", "ToyRegression"]
 
-
-def __getattr__(name: str):
-    if name in LAZY:
-        return getattr(import_module(f"{__name__}.{LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, LAZY)

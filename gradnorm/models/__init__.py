@@ -4,8 +4,7 @@ The backbones built on torchvision (FCN, SegNet, ThinResNet), which takes second
 when first named (``from gradnorm.models import SegNet``), so that the toy's MLP never pays it.
 """
 
-from importlib import import_module
-
+from gradnorm.lazy import lazy_attributes
 from gradnorm.models.base import MultiTaskModel
 from gradnorm.models.mlp import MLP
 from gradnorm.models.mtan import MTAN
@@ -16,8 +15,4 @@ LAZY = {"FCN": "fcn", "SegNet": "segnet", "ThinResNet": "resnet"}
 
 __all__ = ["FCN", "MLP", "MTAN", "MultiLeNet", "MultiTaskModel", "SegNet", "ThinResNet"]
 
-
-def __getattr__(name: str):
-    if name in LAZY:
-        return getattr(import_module(f"{__name__}.{LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, LAZY)

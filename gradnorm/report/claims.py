@@ -199,12 +199,7 @@ def paper_report(root: str | Path, gpu_experiments: set[str], commands: dict[str
         text += (f"\n## Later methods on the toy ({section.parent.name}; not claims of the paper)\n\n"
                  + section.read_text())
     for decides in sorted(Path(root).glob("*/decides.md")):  # written by sensitivity studies
-        body = decides.read_text()
-        stale = "GradNorm vs equal weights" not in body  # written before the per-factor table of paired gains
-        text += (f"\n## What decides each claim ({decides.parent.name})\n\n" + (
-            f"*Written under the earlier rules (unpaired means of final values); `results/{decides.parent.name}/` "
-            "awaits its re-run under the paired rules (`make reproduce-toy-sensitivity`), which may turn several of "
-            "these statements inconclusive.*\n\n" if stale else "") + body)
+        text += (f"\n## What decides each claim ({decides.parent.name})\n\n" + decides.read_text())
     for section in sorted(Path(root).glob("*/multimnist_verdicts.md")):  # written by the MultiMNIST report
         text += "\n## GradNorm on real data (MultiMNIST)\n\n" + section.read_text()
     return text

@@ -5,8 +5,7 @@ seconds to import, are imported when first named (``from gradnorm.tasks import D
 never pays it.
 """
 
-from importlib import import_module
-
+from gradnorm.lazy import lazy_attributes
 from gradnorm.tasks.base import (
     DELTA_M_CONVENTIONS,
     NoMetrics,
@@ -24,8 +23,4 @@ LAZY = {"Classification": "classification", "Depth": "depth", "Normals": "normal
 __all__ = ["DELTA_M_CONVENTIONS", "Classification", "Depth", "NoMetrics", "Normals", "Regression", "Segmentation",
            "Task", "WeightedMean", "delta_m", "delta_m_all", "delta_m_by_task"]
 
-
-def __getattr__(name: str):
-    if name in LAZY:
-        return getattr(import_module(f"{__name__}.{LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, LAZY)
