@@ -57,7 +57,7 @@ reproduce-toy-all: $(STAMP) ## Figure 2, toy grid search + GradNorm static (Fig.
 	$(PY) scripts/reproduce.py toy_grid $(ARGS)
 	$(PY) scripts/reproduce.py toy_alpha $(ARGS)
 
-reproduce-toy-sensitivity: $(STAMP) ## which unstated choices decide Figure 2's claims (15 set-ups, ~1 h on 2 cores): results/toy_sensitivity/
+reproduce-toy-sensitivity: $(STAMP) ## which unstated choices decide Figure 2's claims (15 set-ups, 290 runs, 42 min on 2 cores): results/toy_sensitivity/
 	$(PY) scripts/reproduce.py toy_sensitivity $(ARGS)
 
 reproduce-toy-methods: $(STAMP) ## GradNorm vs DWA, RLW, FAMO, PCGrad, MGDA, CAGrad, IMTL-G, Nash-MTL on the toy (110 runs, 61 min on 2 cores): results/toy_methods/

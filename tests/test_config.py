@@ -93,3 +93,20 @@ def test_every_balancer_sees_the_same_initial_network_and_data(tmp_path):
     assert initial["equal"] == initial["uncertainty"] == initial["gradnorm"]
     train(tiny_toy("seed=5", "trainer.max_steps=1"), tmp_path / "other")
     assert initial_test_losses(tmp_path / "other") != initial["gradnorm"]
+
+
+@pytest.mark.parametrize("optimiser", [[], ["trainer.optimizer._target_=torch.optim.SGD", "+trainer.optimizer.momentum=0.9"]],
+                         ids=["adam", "sgd_momentum"])
+def test_the_toys_multi_tensor_optimiser_step_changes_no_number(optimiser, tmp_path):
+    """The toy experiments set ``trainer.optimizer.foreach`` for speed: every number of the history (losses,
+    task weights) must be exactly those of the one-tensor-at-a-time update."""
+    assert compose_config("experiment=toy_t2").trainer.optimizer.foreach is True
+    assert compose_config("experiment=toy_t10").trainer.optimizer.foreach is True
+    histories = {}
+    for foreach in (True, False):
+        cfg = tiny_toy("experiment=toy_t10", "balancer=gradnorm", "trainer.max_steps=25", "trainer.eval_every=5",
+                       *optimiser, f"trainer.optimizer.foreach={foreach}")
+        train(cfg, tmp_path / str(foreach))
+        histories[foreach] = pd.read_csv(tmp_path / str(foreach) / "history.csv").drop(columns=["step_time_s"])
+    assert histories[True].shape[0] == 26
+    pd.testing.assert_frame_equal(histories[True], histories[False], check_exact=True)
