@@ -99,6 +99,44 @@ def test_the_report_pairs_every_variant_with_the_papers_gradnorm_and_equal_weigh
     assert "**toy T=10**" in disagree and "None of the 3 variants moves it." in disagree
 
 
+def test_a_variant_that_diverges_reads_worse_with_its_stopped_seeds_named(variant_runs, tmp_path):
+    """Runs that stopped on non-finite values stay in the pairing (their late value before they stopped), so a
+    diverging variant is worse in every seed instead of inconclusive on the seeds that happened to finish."""
+    huge = [4e16, 3e14, 2e18, 5e18, 1e20]
+    for seed, loss in enumerate(huge):
+        path = variant_runs / "lucidrains" / f"t2_seed{seed}"
+        write_run(path, "lucidrains", seed, 2, loss)
+        if seed >= 2:  # three of the five stopped on non-finite gradient norms
+            summary = json.loads((path / "summary.json").read_text())
+            summary.update(status="failed", error=f"ValueError at step {900 + seed}: GradNorm: non-finite gradient "
+                                                  "norms at W [1e+19, inf] with finite losses [3e+18, 4e+18]")
+            (path / "summary.json").write_text(json.dumps(summary))
+    (variant_runs / "broken" / "t2_seed0").mkdir(parents=True)  # a run that failed otherwise stays out
+    write_run(variant_runs / "crashed" / "t2_seed0", "crashed", 0, 2, 0.5)
+    crashed = variant_runs / "crashed" / "t2_seed0" / "summary.json"
+    crashed.write_text(crashed.read_text().replace('"completed"', '"failed"'))
+    settings = {"paper": {}, "equal": {"balancer": "equal"}, "lucidrains": {"balancer": "gradnorm_lucidrains"}}
+    runs = load_runs(variant_runs)
+    t2 = {g.name: g for g in V.compare_groups(runs, "paper", "equal", "task_normalized_loss", "final", "relative",
+                                              3.0, False, settings)}["toy T=2"]
+    by = {c.setting: c for c in t2.variants}
+    assert "crashed" not in by
+    lucid = by["lucidrains"]
+    assert lucid.diverged == (2, 3, 4) and lucid.against_paper.n == 5
+    assert lucid.against_paper.outcome == WORSE and lucid.against_equal.outcome == WORSE
+    expected = sum(100 * (p - x) / p for p, x in zip(LOSSES_T2["paper"], huge)) / 5
+    assert lucid.against_paper.mean == pytest.approx(expected)
+    assert lucid.against_paper.numbers().startswith(f"{expected:+.1e}%")  # -1.8e+21%: scientific notation
+
+    out = tmp_path / "out"
+    out.mkdir()
+    REPORTS["variants"](runs, out, settings=settings)
+    assert "(diverged in 3 of 5 seeds)" in (out / "variants.md").read_text()
+    disagree = (out / "disagree.md").read_text()
+    assert "`lucidrains` diverged in 3 of its 5 seeds" in disagree
+    assert "The largest mean change among the variants that did not diverge: `softmax`" in disagree
+
+
 def test_reports_section_names_the_published_rows_and_what_is_not_run(tmp_path):
     section = V.report_section(tmp_path)
     assert section.startswith("\n## Why published GradNorm numbers disagree\n")

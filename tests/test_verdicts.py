@@ -223,3 +223,10 @@ def test_the_archived_runs_give_the_same_verdicts(tmp_path):
     assert after == before
     # a report made from the archive does not archive into itself
     assert archive_runs(again, archive, archive) is None
+
+
+def test_numbers_of_a_diverged_comparison_are_written_in_scientific_notation():
+    out = stats.decide({0: -3.2e17, 1: -2.6e16, 2: -6.1e17})
+    assert out.outcome == stats.WORSE
+    assert out.numbers() == "-3.2e+17% (seeds -6.1e+17…-2.6e+16%, n=3)"
+    assert stats.decide({0: 5.0, 1: 6.0, 2: 7.0}).numbers() == "+6.0% (seeds +5.0…+7.0%, n=3)"

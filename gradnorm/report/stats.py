@@ -44,6 +44,8 @@ BETTER, WORSE, INCONCLUSIVE, NO_DATA = "better", "worse", "inconclusive", "no da
 POINTS = " points"
 #: units whose numbers are written with their sign (differences)
 SIGNED_UNITS = ("%", POINTS)
+#: numbers at least this large (a diverged run's % difference) are written in scientific notation
+LARGEST_FIXED = 1e5
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,8 @@ class Outcome:
         if not self.values:
             return "no paired seeds"
         sign = "+" if self.unit in SIGNED_UNITS else ""
-        f = f"{{:{sign}.{digits}f}}"
+        huge = max(abs(self.mean), abs(self.low), abs(self.high)) >= LARGEST_FIXED
+        f = f"{{:{sign}.{digits}e}}" if huge else f"{{:{sign}.{digits}f}}"  # a diverged run: -3.2e+17%
         spread = (f" (seeds {f.format(self.low)}…{f.format(self.high)}{self.unit}, n={self.n})" if self.n > 1
                   else " (n=1)")
         return f"{f.format(self.mean)}{self.unit}{spread}"

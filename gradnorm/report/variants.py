@@ -7,7 +7,9 @@ equal weights. In every group (the toy: T = 2, T = 10; NYUv2: its one set-up) ea
 the references' by seed (same data, same initial network) on one metric (``metric``, the run's late value or as
 ``epoch_choice`` says) and the per-seed differences graded better / worse / inconclusive beyond a minimum effect
 ``band`` (``gradnorm.report.stats.decide``). A variant *moves the verdict* when its outcome against equal weights differs from the paper's
-GradNorm's; by how much is its paired difference from the paper's GradNorm.
+GradNorm's; by how much is its paired difference from the paper's GradNorm. A run that *diverged* (stopped on
+non-finite values: status ``failed``, its error naming them) stays in the comparison with its late value before it
+stopped, so that a diverging variant reads as worse instead of losing its worst seeds; the report names such runs.
 
 Written files (into the results folder):
   ``variants.md``   per group, every variant: its value, its paired difference from the paper's GradNorm and from
@@ -59,6 +61,8 @@ CHECK = ("per group, every variant's outcome against equal weights (paired by se
          "differ: not reproduced")
 #: the file of sentences the report writes: results/REPORT.md's section and the results README's (build.README_SECTIONS)
 SENTENCES_FILE = "disagree.md"
+#: the figure's x range for % differences: a diverged variant's points sit at its edge (drawn as arrows)
+CLIP_PERCENT = 200.0
 
 
 @dataclass
@@ -71,6 +75,11 @@ class Comparison:
     values: dict
     against_paper: Outcome
     against_equal: Outcome
+    diverged: tuple = ()  # the seeds whose run stopped on non-finite values
+
+    def diverged_text(self) -> str:
+        """``diverged in 3 of 5 seeds``, or empty."""
+        return f"diverged in {len(self.diverged)} of {len(self.values)} seeds" if self.diverged else ""
 
     def moved(self, paper_outcome: str) -> bool | None:
         """Whether its verdict against equal weights differs from the paper's GradNorm's (None: no data)."""
@@ -130,6 +139,11 @@ def setting_of(run: Run) -> str:
     return str(run.config.get("setting") or "")
 
 
+def diverged(run: Run) -> bool:
+    """Whether the run stopped on non-finite values (the trainer's error names them)."""
+    return run.status == "failed" and "non-finite" in str((run.summary or {}).get("error") or "")
+
+
 def group_name(run: Run) -> str:
     dataset = str(run.choices.get("dataset") or "toy")
     return f"{'toy' if dataset == 'toy' else dataset} T={len(run.task_names)}"
@@ -139,13 +153,16 @@ def compare_groups(runs: list[Run], reference: str, baseline: str, metric: str, 
                    band: float, higher: bool, settings: dict) -> list[Group]:
     """Every group's references and variants, the variants in the spec's order of settings."""
     values: dict[str, dict[str, dict]] = {}
+    stopped: dict[tuple[str, str], set] = {}  # (group, setting) -> the seeds whose run diverged
     labels: dict[str, str] = {}
     for run in runs:
         setting = setting_of(run)
-        if run.status != "completed" or not run.task_names or not setting:
+        if not (run.status == "completed" or diverged(run)) or not run.task_names or not setting:
             continue
         by_seed = values.setdefault(group_name(run), {}).setdefault(setting, {})
         by_seed.setdefault(run.config.get("seed"), []).append(value_of(run, metric, epoch_choice))
+        if diverged(run):
+            stopped.setdefault((group_name(run), setting), set()).add(run.config.get("seed"))
         method, label = method_of(run.config, run.choices)
         labels.setdefault(setting, label if method != "gradnorm" else _gradnorm_label(run))
     differ = relative_differences if difference == "relative" else absolute_differences
@@ -159,7 +176,8 @@ def compare_groups(runs: list[Run], reference: str, baseline: str, metric: str, 
         names = order + sorted(s for s in found if s not in order and s not in (reference, baseline))
         variants = [Comparison(s, labels.get(s, s), _overrides(settings.get(s)), found[s],
                                decide(differ(found[s], paper, higher_is_better=higher), band=band, unit=unit),
-                               decide(differ(found[s], equal, higher_is_better=higher), band=band, unit=unit))
+                               decide(differ(found[s], equal, higher_is_better=higher), band=band, unit=unit),
+                               tuple(sorted(stopped.get((name, s), set()), key=str)))
                     for s in names if s in found]
         groups.append(Group(name, paper, equal, paper_vs_equal, variants, unit))
     return groups
@@ -198,7 +216,8 @@ def table_markdown(groups: list[Group], metric: str, epoch_choice: str, differen
         for c in g.variants:
             v_mean, v_std, v_n = seed_stats(c.values.values())
             moved = c.moved(g.paper_vs_equal.outcome)
-            rows.append([c.setting, c.label, c.overrides or DASH, fmt_mean_std(v_mean, v_std, v_n),
+            value = fmt_mean_std(v_mean, v_std, v_n) + (f" ({c.diverged_text()})" if c.diverged else "")
+            rows.append([c.setting, c.label, c.overrides or DASH, value,
                          c.against_paper.text(), c.against_equal.text(),
                          DASH if moved is None else ("**moved**" if moved else "same")])
         parts.append(markdown(["Setting", "Variant", "Overrides", f"{metric} (mean ± std)", "vs the paper's GradNorm",
@@ -214,7 +233,8 @@ def table_markdown(groups: list[Group], metric: str, epoch_choice: str, differen
              + f"Comparisons are paired by seed (same data, same initial network): {how}, positive when the "
              f"variant is better; **better** when every seed's difference exceeds +{band:g}{unit}, **worse** when every "
              f"one is below −{band:g}{unit}, else inconclusive (and with fewer than {MIN_SEEDS} seeds). A variant "
-             "**moved** the verdict when its outcome against equal weights differs from the paper's GradNorm's.\n")
+             "**moved** the verdict when its outcome against equal weights differs from the paper's GradNorm's. "
+             "A run that diverged (stopped on non-finite values) is paired with its late value before it stopped.\n")
     return "\n".join(parts) + notes
 
 
@@ -253,12 +273,17 @@ def figure(groups: list[Group], base: Path, metric: str) -> list[Path]:
             band = pick(g.variants[0]).band if g.variants else 0.0
             ax.axvspan(-band, band, color="#dddddd", lw=0)
             ax.axvline(0, color="#888888", lw=0.8)
+            clip = CLIP_PERCENT if g.unit == "%" else math.inf
             for y, c in enumerate(g.variants):
                 outcome = pick(c)
                 colour = {BETTER: "#1b9e77", WORSE: "#d95f02"}.get(outcome.outcome, "#7570b3")
                 xs = list(outcome.values.values())
-                ax.scatter(xs, [y] * len(xs), s=10, color=colour, alpha=0.7)
-                if xs:
+                inside = [x for x in xs if abs(x) <= clip]
+                ax.scatter(inside, [y] * len(inside), s=10, color=colour, alpha=0.7)
+                for x in xs:  # off the scale (a diverged variant): an arrow at the edge
+                    if abs(x) > clip:
+                        ax.scatter([math.copysign(clip, x)], [y], s=25, color=colour, marker="<" if x < 0 else ">")
+                if xs and abs(outcome.mean) <= clip:
                     ax.plot([outcome.mean], [y], marker="|", markersize=10, color=colour)
             if col == 1 and g.paper_vs_equal.n:
                 ax.axvline(g.paper_vs_equal.mean, color="#0072B2", lw=1, ls="--", label="the paper's GradNorm (mean)")
@@ -283,7 +308,8 @@ def disagree_markdown(groups: list[Group], metric: str, timing: dict | None) -> 
         moved = [c for c, m in decided if m]
         kept = [c for c, m in decided if m is False]
         apart = [c for c in g.variants if c.against_paper.outcome in (BETTER, WORSE)]
-        largest = max(g.variants, key=lambda c: abs(c.against_paper.mean) if c.against_paper.n else -1, default=None)
+        stable = [c for c in g.variants if not c.diverged and c.against_paper.n]
+        largest = max(stable, key=lambda c: abs(c.against_paper.mean), default=None)
         text = (f"- **{g.name}**: the paper's GradNorm against equal weights is **{g.paper_vs_equal.outcome}** "
                 f"({g.paper_vs_equal.numbers()}, `{metric}`). ")
         if moved:
@@ -297,8 +323,12 @@ def disagree_markdown(groups: list[Group], metric: str, timing: dict | None) -> 
                 f"`{c.setting}` {c.against_paper.outcome} ({c.against_paper.numbers()})" for c in apart) + ". ")
         else:
             text += "No variant ends beyond the band from the paper's GradNorm. "
-        if largest is not None and largest.against_paper.n:
-            text += f"The largest mean change: `{largest.setting}`, {largest.against_paper.numbers()}."
+        for c in (c for c in g.variants if c.diverged):
+            text += (f"`{c.setting}` diverged in {len(c.diverged)} of its {len(c.values)} seeds (stopped on "
+                     "non-finite values; paired with their late values before they stopped). ")
+        if largest is not None:
+            text += (f"The largest mean change{' among the variants that did not diverge' if any(c.diverged for c in g.variants) else ''}: "
+                     f"`{largest.setting}`, {largest.against_paper.numbers()}.")
         lines.append(text)
     return "\n".join(lines) + "\n" + timing_line(timing)
 
