@@ -63,7 +63,7 @@ reproduce-toy-sensitivity: $(STAMP) ## which unstated choices decide Figure 2's 
 reproduce-toy-methods: $(STAMP) ## GradNorm vs DWA, RLW, FAMO, PCGrad, MGDA, CAGrad, IMTL-G, Nash-MTL on the toy (110 runs, 61 min on 2 cores): results/toy_methods/
 	$(PY) scripts/reproduce.py toy_methods $(ARGS)
 
-reproduce-toy-variants: $(STAMP) ## GradNorm as LibMTL, lucidrains, LucasBoTang, brianlan, Aligned-MTL compute it, and each choice alone, vs the paper's on the toy (T=2,10, 5 seeds; ~1 h 15 min on 2 cores): results/toy_variants/
+reproduce-toy-variants: $(STAMP) ## GradNorm as LibMTL, lucidrains, LucasBoTang, brianlan, Aligned-MTL compute it, and each choice alone, vs the paper's on the toy (T=2,10, 5 seeds, 280 runs; 55 min on 2 cores): results/toy_variants/
 	$(PY) scripts/reproduce.py gradnorm_variants $(ARGS)
 
 reproduce-multimnist: $(STAMP) ## GradNorm on real data: MultiMNIST, 2 and 3 tasks, 12 methods x 5 seeds (24 min 18 s on 2 cores, W&B off; ARGS=logger=wandb logs the runs): results/multimnist/
