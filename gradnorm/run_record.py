@@ -125,10 +125,13 @@ def read_summary(run_dir: str | Path) -> dict:
 
 
 def write_archived_history(run_dir: str | Path, frame: pd.DataFrame) -> Path:
-    """``history.csv.gz``: a history table, gzip-compressed (no timestamp in the header, so the same table
-    gives the same bytes), floats to 6 significant digits."""
-    return io.save_csv(Path(run_dir) / ARCHIVED_HISTORY, frame, float_format="%.6g",
-                       compression={"method": "gzip", "mtime": 0})
+    """``history.csv.gz``: a history table, gzip-compressed with neither a timestamp nor a file name in the
+    header (the atomic write's temporary name would be stored), so the same table gives the same bytes;
+    floats to 6 significant digits."""
+    import gzip
+
+    data = gzip.compress(frame.to_csv(index=False, float_format="%.6g").encode(), mtime=0)
+    return io.atomic_write(Path(run_dir) / ARCHIVED_HISTORY, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def read_history(run_dir: str | Path) -> pd.DataFrame | None:

@@ -53,3 +53,15 @@ def test_a_task_without_metrics_measures_nothing():
     assert isinstance(metrics, NoMetrics)
     metrics.update(torch.zeros(4, 2), torch.ones(4, 2))
     assert metrics.compute() == {}
+
+
+def test_an_archived_history_is_the_same_bytes_wherever_and_whenever_it_is_written(tmp_path):
+    """Committed archives change only when their numbers do: gzip's header holds no time and no file name
+    (the atomic write's temporary name would differ every time)."""
+    frame = pd.DataFrame({"step": [0, 1, 2], "train_loss/a": [1.0, 0.123456789, float("nan")], "weight/a": [1.0] * 3})
+    first = run_record.write_archived_history(tmp_path / "one", frame)
+    second = run_record.write_archived_history(tmp_path / "two", frame)
+    assert first.read_bytes() == second.read_bytes()
+    assert b".tmp" not in first.read_bytes()
+    back = run_record.read_history(tmp_path / "one")
+    assert back["train_loss/a"].tolist()[:2] == [1.0, 0.123457] and back["train_loss/a"].isna().tolist()[2]
