@@ -77,8 +77,9 @@ def markdown(header: Sequence[str], rows: Sequence[Sequence], align: str | None 
 
 
 def not_completed_section(frame: pd.DataFrame, expected: dict[str, int] | None = None) -> str:
-    """Markdown listing every run that is not in the tables, and sweeps (``sweep`` column, the
-    ``sweep_group`` set by ``scripts/reproduce.py``) with fewer run directories than expected."""
+    """Markdown listing every run that did not complete, and sweeps (``sweep`` column, the ``sweep_group`` set
+    by ``scripts/reproduce.py``) with fewer run directories than expected. The tables leave such runs out,
+    except where a report says it keeps them (the variants report pairs a diverged run's late value)."""
     lines = []
     if expected:
         for sweep, count in expected.items():
@@ -92,7 +93,7 @@ def not_completed_section(frame: pd.DataFrame, expected: dict[str, int] | None =
         lines.append(f"- `{row['run_dir']}` ({row['status']}){reason}")
     if not lines:
         return "All runs completed.\n"
-    return "Runs not in the tables (never silently dropped):\n\n" + "\n".join(lines) + "\n"
+    return "Runs that did not complete (listed, never silently dropped):\n\n" + "\n".join(lines) + "\n"
 
 
 def runs_table(frame: pd.DataFrame, metrics: Sequence[str] | None = None) -> str:

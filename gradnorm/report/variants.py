@@ -308,6 +308,7 @@ def disagree_markdown(groups: list[Group], metric: str, timing: dict | None) -> 
         moved = [c for c, m in decided if m]
         kept = [c for c, m in decided if m is False]
         apart = [c for c in g.variants if c.against_paper.outcome in (BETTER, WORSE)]
+        diverging = [c for c in g.variants if c.diverged]
         stable = [c for c in g.variants if not c.diverged and c.against_paper.n]
         largest = max(stable, key=lambda c: abs(c.against_paper.mean), default=None)
         text = (f"- **{g.name}**: the paper's GradNorm against equal weights is **{g.paper_vs_equal.outcome}** "
@@ -323,12 +324,12 @@ def disagree_markdown(groups: list[Group], metric: str, timing: dict | None) -> 
                 f"`{c.setting}` {c.against_paper.outcome} ({c.against_paper.numbers()})" for c in apart) + ". ")
         else:
             text += "No variant ends beyond the band from the paper's GradNorm. "
-        for c in (c for c in g.variants if c.diverged):
+        for c in diverging:
             text += (f"`{c.setting}` diverged in {len(c.diverged)} of its {len(c.values)} seeds (stopped on "
                      "non-finite values; paired with their late values before they stopped). ")
         if largest is not None:
-            text += (f"The largest mean change{' among the variants that did not diverge' if any(c.diverged for c in g.variants) else ''}: "
-                     f"`{largest.setting}`, {largest.against_paper.numbers()}.")
+            among = " among the variants that did not diverge" if diverging else ""
+            text += f"The largest mean change{among}: `{largest.setting}`, {largest.against_paper.numbers()}."
         lines.append(text)
     return "\n".join(lines) + "\n" + timing_line(timing)
 
