@@ -4,7 +4,8 @@ shows up here, not as seconds added to every command and every job of a sweep.
 ``import gradnorm.cli`` (``run.py --help``, a bad override) imports no torch; the library
 (``gradnorm.balancers``) imports torch and numpy only; a toy run with ``logger=none`` imports none of
 torchmetrics, torchvision, matplotlib, W&B or pandas (NYUv2's tasks and backbones, reports and the W&B
-logger import them where they are used). Each probe runs in a fresh interpreter.
+logger import them where they are used); the reports import no torchmetrics or torchvision. Each probe runs in a
+fresh interpreter.
 """
 
 from __future__ import annotations
@@ -72,3 +73,11 @@ def test_nyuv2_names_still_import_from_their_packages():
 
     with pytest.raises(AttributeError, match="has no attribute 'Dpeth'"):
         gradnorm.tasks.Dpeth  # noqa: B018
+
+
+def test_the_reports_import_no_metric_classes():
+    """Reports need the metrics' names and directions (gradnorm.tasks.directions), not torchmetrics and the
+    torchvision it imports: seconds off every `scripts/reproduce.py` report."""
+    modules = loaded("import gradnorm.report.build, gradnorm.report.literature")
+    assert {"matplotlib", "pandas"} <= modules
+    assert not modules & {"torchmetrics", "torchvision"}, modules & {"torchmetrics", "torchvision"}

@@ -20,10 +20,7 @@ import yaml
 
 from gradnorm.balancers import METHODS
 from gradnorm.report.style import SINGLE_TASK
-from gradnorm.tasks import delta_m_all
-from gradnorm.tasks.depth import DepthMetrics
-from gradnorm.tasks.normals import NormalsMetrics
-from gradnorm.tasks.segmentation import SegmentationMetrics
+from gradnorm.tasks import delta_m_all, directions
 
 LITERATURE = Path(__file__).with_name("literature.yaml")
 
@@ -40,8 +37,7 @@ CHOICES = {
 #: numeric tags (an integer, or "unstated"); ours and theirs differ when more than 2% apart
 NUMERIC = ("batch", "epochs", "seeds")
 #: metric name -> higher is better, for the NYUv2 tasks (seg, depth, normals: gradnorm.data.nyuv2)
-METRIC_DIRECTIONS = {**SegmentationMetrics.directions("seg"), **DepthMetrics.directions("depth"),
-                     **NormalsMetrics.directions("normals")}
+METRIC_DIRECTIONS = {**directions.segmentation("seg"), **directions.depth("depth"), **directions.normals("normals")}
 #: the overall scores a row may give as printed, and how each maps onto the suite's Δm conventions
 SUMMARY_KEYS = ("delta_m_nash_mtl", "delta_m_task_weighted", "mean_rank")
 _ROW_KEYS = {"source", "method", "label", "task", "metrics", "values", "printed", "settings", "note", "verified"}

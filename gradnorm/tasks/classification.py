@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor
 
+from gradnorm.tasks import directions as dirs
 from gradnorm.tasks.base import Task
 
 
@@ -45,9 +46,7 @@ class AccuracyMetric(torchmetrics.Metric):
         self.add_state("correct", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    @staticmethod
-    def directions(prefix: str) -> dict[str, bool]:
-        return {f"{prefix}/acc": True}
+    directions = staticmethod(dirs.accuracy)  # metric name -> whether higher is better
 
     def update(self, logits: Tensor, target: Tensor) -> None:
         if ((target < 0) | (target >= self.num_classes)).any():

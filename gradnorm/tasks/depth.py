@@ -19,6 +19,7 @@ import torch
 import torchmetrics
 from torch import Tensor
 
+from gradnorm.tasks import directions as dirs
 from gradnorm.tasks.base import Task
 
 LOSSES = ("l2", "l1")
@@ -75,9 +76,7 @@ class DepthMetrics(torchmetrics.Metric):
         for state in ("squared", "absolute", "relative", "count"):
             self.add_state(state, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    @staticmethod
-    def directions(prefix: str) -> dict[str, bool]:
-        return {f"{prefix}/rmse": False, f"{prefix}/abs_err": False, f"{prefix}/rel_err": False}
+    directions = staticmethod(dirs.depth)  # metric name -> whether higher is better
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         valid = target > 0

@@ -28,10 +28,11 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor
 
+from gradnorm.tasks import directions as dirs
 from gradnorm.tasks.base import Task
 from gradnorm.tasks.depth import check_metric_average
 
-THRESHOLDS = (11.25, 22.5, 30.0)
+THRESHOLDS = dirs.NORMAL_THRESHOLDS
 
 
 def cosine_and_mask(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -93,10 +94,7 @@ class NormalsMetrics(torchmetrics.Metric):
         bins = 0 if self.per_batch else self.num_bins
         self.add_state("histogram", default=torch.zeros(bins, dtype=torch.long), dist_reduce_fx="sum")
 
-    @staticmethod
-    def directions(prefix: str) -> dict[str, bool]:
-        return {f"{prefix}/err": False, f"{prefix}/mean_angle": False, f"{prefix}/median_angle": False,
-                **{f"{prefix}/within_{t:g}": True for t in THRESHOLDS}}
+    directions = staticmethod(dirs.normals)  # metric name -> whether higher is better
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         cosine, valid = cosine_and_mask(pred, target)

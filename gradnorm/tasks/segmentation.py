@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor
 
+from gradnorm.tasks import directions as dirs
 from gradnorm.tasks.base import Task
 
 
@@ -57,10 +58,7 @@ class SegmentationMetrics(torchmetrics.Metric):
         self.add_state("confusion", default=torch.zeros(num_classes, num_classes, dtype=torch.long),
                        dist_reduce_fx="sum")
 
-    @staticmethod
-    def directions(prefix: str) -> dict[str, bool]:
-        """Metric name -> whether higher is better."""
-        return {f"{prefix}/miou": True, f"{prefix}/pix_acc": True, f"{prefix}/err": False}
+    directions = staticmethod(dirs.segmentation)  # metric name -> whether higher is better
 
     def update(self, logits: Tensor, target: Tensor) -> None:
         pred = logits.argmax(dim=1)
