@@ -157,12 +157,14 @@ def compare_groups(runs: list[Run], reference: str, baseline: str, metric: str, 
     labels: dict[str, str] = {}
     for run in runs:
         setting = setting_of(run)
-        if not (run.status == "completed" or diverged(run)) or not run.task_names or not setting:
+        stopped_early = diverged(run)
+        if not (run.status == "completed" or stopped_early) or not run.task_names or not setting:
             continue
-        by_seed = values.setdefault(group_name(run), {}).setdefault(setting, {})
-        by_seed.setdefault(run.config.get("seed"), []).append(value_of(run, metric, epoch_choice))
-        if diverged(run):
-            stopped.setdefault((group_name(run), setting), set()).add(run.config.get("seed"))
+        group, seed = group_name(run), run.config.get("seed")
+        values.setdefault(group, {}).setdefault(setting, {}).setdefault(seed, []).append(
+            value_of(run, metric, epoch_choice))
+        if stopped_early:
+            stopped.setdefault((group, setting), set()).add(seed)
         method, label = method_of(run.config, run.choices)
         labels.setdefault(setting, label if method != "gradnorm" else _gradnorm_label(run))
     differ = relative_differences if difference == "relative" else absolute_differences
